@@ -1,0 +1,31 @@
+"""Voxel values to RGB through a matplotlib colormap, vectorised as a lookup table."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+
+from mnist3d import GRID
+
+
+@cache
+def colormap_table(name: str) -> np.ndarray:
+    """The colormap's RGB entries as a (N, 3) float32 table."""
+    import matplotlib
+
+    colormap = matplotlib.colormaps[name]
+    return colormap(np.arange(colormap.N))[:, :3].astype(np.float32)
+
+
+def colour_indices(x: np.ndarray, entries: int) -> np.ndarray:
+    """The table row of each value in [0, 1], exactly as matplotlib picks it (x * N, with 1.0 in the last row)."""
+    dtype = np.uint8 if entries <= 256 else np.uint16
+    return np.minimum(x * entries, entries - 1).astype(dtype)
+
+
+def colour_voxels(x: np.ndarray, colormap: str = "Oranges") -> np.ndarray:
+    """Flat voxel vectors (N, 4096) in [0, 1] to RGB grids (N, 16, 16, 16, 3) float32."""
+    table = colormap_table(colormap)
+    rgb = np.take(table, colour_indices(np.asarray(x), len(table)), axis=0)
+    return rgb.reshape(len(x), GRID, GRID, GRID, 3)

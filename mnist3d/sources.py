@@ -1,0 +1,201 @@
+"""Where the raw files come from: Kaggle, a local copy, or the synthetic generator."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from mnist3d.errors import PipelineError
+from mnist3d.files import atomic_path, sha256, write_json
+from mnist3d.vectors import CLOUD_FILES, VECTORS_FILE, read_vectors
+
+WANTED = (VECTORS_FILE, *CLOUD_FILES.values())
+MANIFEST = "manifest.json"
+NO_CREDENTIALS = (
+    "no Kaggle credentials found; put kaggle.json in ~/.kaggle (or set KAGGLE_API_TOKEN, "
+    "or KAGGLE_USERNAME and KAGGLE_KEY), or run offline with: dvc exp run -S data.source=synthetic"
+)
+
+
+def kaggle_credentials_present(environ: dict[str, str] | None = None) -> bool:
+    """Whether the kaggle client will find credentials, checked without importing it (its import has side effects)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("KAGGLE_API_TOKEN") or (environ.get("KAGGLE_USERNAME") and environ.get("KAGGLE_KEY")):
+        return True
+    home = Path(environ.get("HOME", Path.home()))
+    if (home / ".kaggle" / "access_token").is_file():
+        return True
+    config = Path(environ.get("KAGGLE_CONFIG_DIR") or home / ".kaggle") / "kaggle.json"
+    if not config.is_file():
+        return False
+    try:
+        values = json.loads(config.read_text())
+    except (OSError, ValueError):
+        raise PipelineError(
+            f"{config} is not valid JSON; download a fresh one from your Kaggle account settings"
+        ) from None
+    if not isinstance(values, dict) or not values.get("username") or not values.get("key"):
+        raise PipelineError(
+            f"{config} needs both 'username' and 'key'; download a fresh one from your Kaggle account settings"
+        )
+    return True
+
+
+@contextmanager
+def http_timeout(seconds: float) -> Iterator[None]:
+    """Give every requests call a timeout, since the kaggle client sets none and could wait forever."""
+    import requests
+
+    original = requests.Session.send
+
+    def send(self, request, **kwargs):
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = seconds
+        return original(self, request, **kwargs)
+
+    requests.Session.send = send
+    try:
+        yield
+    finally:
+        requests.Session.send = original
+
+
+def download_kaggle(dataset: str, version: int | None, folder: Path, timeout: float) -> Path:
+    """Download the dataset zip with the official kaggle client into `folder`; returns the zip's path."""
+    if not kaggle_credentials_present():
+        raise PipelineError(NO_CREDENTIALS)
+    import requests
+
+    slug = f"{dataset}/{version}" if version else dataset
+    print(f"fetch: downloading {slug} from Kaggle", file=sys.stderr, flush=True)
+    try:
+        with http_timeout(timeout):
+            from kaggle.api.kaggle_api_extended import KaggleApi
+
+            api = KaggleApi()
+            api.authenticate()
+            api.dataset_download_files(slug, path=str(folder), quiet=False, unzip=False)
+    except SystemExit:  # the client exits when it finds no usable credentials
+        raise PipelineError(NO_CREDENTIALS) from None
+    except requests.HTTPError as error:
+        status = error.response.status_code if error.response is not None else None
+        raise PipelineError(_http_advice(slug, status)) from None
+    except (requests.ConnectionError, requests.Timeout) as error:
+        kind = "timed out" if isinstance(error, requests.Timeout) else "could not connect"
+        raise PipelineError(
+            f"Kaggle download of {slug} {kind} ({type(error).__name__}); check the network, "
+            "raise data.timeout, or run offline with: dvc exp run -S data.source=synthetic"
+        ) from None
+    zips = sorted(folder.glob("*.zip"))
+    if not zips:
+        raise PipelineError(f"the Kaggle client wrote no zip for {slug}; run the fetch stage again")
+    return zips[0]
+
+
+def _http_advice(slug: str, status: int | None) -> str:
+    if status in (401, 403):
+        return (
+            f"Kaggle refused the credentials (HTTP {status}) for {slug}; check kaggle.json or KAGGLE_KEY, "
+            "and accept the dataset's terms on its Kaggle page"
+        )
+    if status == 404:
+        return f"Kaggle has no dataset {slug} (HTTP 404); check data.dataset and data.version in params.yaml"
+    return f"Kaggle answered HTTP {status} for {slug}; try again later, or run offline with: dvc exp run -S data.source=synthetic"
+
+
+def extract_zip(archive: Path, folder: Path) -> None:
+    """Extract the dataset files from a zip into `folder`, refusing any entry that would land outside it."""
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            names = zipped.namelist()
+            for name in names:
+                parts = PurePosixPath(name.replace("\\", "/")).parts
+                if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+                    raise PipelineError(
+                        f"{archive} has an unsafe entry {name!r} that points outside the folder; refusing it"
+                    )
+            found = {PurePosixPath(n).name: n for n in names if PurePosixPath(n).name in WANTED}
+            if VECTORS_FILE not in found:
+                raise PipelineError(f"{archive} holds no {VECTORS_FILE}; is it the 3D MNIST zip?")
+            for short, name in found.items():
+                with zipped.open(name) as source, open(folder / short, "wb") as target:
+                    shutil.copyfileobj(source, target, 1 << 20)
+    except zipfile.BadZipFile:
+        raise PipelineError(f"{archive} is not a valid zip file (damaged or cut short); fetch it again") from None
+
+
+def copy_local(path: Path, folder: Path) -> None:
+    """Copy the dataset files from a zip, a folder or a bare vectors .h5 into `folder`."""
+    if not path.exists():
+        raise PipelineError(f"data.path {str(path)!r} does not exist; point it at the 3D MNIST zip, folder or .h5")
+    if path.is_dir():
+        if not (path / VECTORS_FILE).is_file():
+            raise PipelineError(f"data.path folder {path} holds no {VECTORS_FILE}; point it at the 3D MNIST files")
+        for name in WANTED:
+            if (path / name).is_file():
+                shutil.copyfile(path / name, folder / name)
+    elif zipfile.is_zipfile(path):
+        extract_zip(path, folder)
+    elif path.suffix == ".h5":
+        shutil.copyfile(path, folder / VECTORS_FILE)
+    else:
+        raise PipelineError(f"data.path {path} is neither a zip, a folder nor an .h5 file")
+
+
+def check_clouds(path: Path) -> None:
+    """Check that a point-cloud file opens and its first group has points and a label."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            first = h5[next(iter(h5))] if len(h5) else None
+            ok = first is not None and "points" in first and first["points"].ndim == 2 and "label" in first.attrs
+    except (OSError, KeyError, ValueError):
+        ok = False
+    if not ok:
+        raise PipelineError(f"{path.name} is not a 3D MNIST point-cloud file; fetch the data again")
+
+
+def fetch(section: dict[str, Any], target: str | os.PathLike) -> dict[str, Any]:
+    """Fill `target` with the raw files and a manifest; it appears only once everything checks out."""
+    source = section["source"]
+    manifest: dict[str, Any] = {"source": source}
+    with atomic_path(target, directory=True) as folder:
+        if source == "kaggle":
+            with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".download.") as download:
+                archive = download_kaggle(section["dataset"], section["version"], Path(download), section["timeout"])
+                manifest.update(dataset=section["dataset"], version=section["version"], zip_sha256=sha256(archive))
+                extract_zip(archive, folder)
+        elif source == "local":
+            if not section["path"]:
+                raise PipelineError(
+                    "data.path is empty; set it with: dvc exp run -S data.source=local -S data.path=PATH"
+                )
+            copy_local(Path(section["path"]), folder)
+            manifest["path"] = section["path"]
+        else:
+            from mnist3d.synthetic import write_dataset
+
+            sizes = {k: section[k] for k in ("synthetic_train_digits", "synthetic_test_digits", "seed")}
+            write_dataset(folder, sizes["synthetic_train_digits"], sizes["synthetic_test_digits"], sizes["seed"])
+            manifest.update(sizes)
+        splits = read_vectors(folder / VECTORS_FILE)
+        for name in CLOUD_FILES.values():
+            if (folder / name).exists():
+                check_clouds(folder / name)
+        manifest["rows"] = {name: len(split.y) for name, split in splits.items()}
+        manifest["files"] = {
+            p.name: {"sha256": sha256(p), "bytes": p.stat().st_size}
+            for p in sorted(folder.iterdir())
+            if p.name in WANTED
+        }
+        write_json(folder / MANIFEST, manifest)
+    return manifest

@@ -1,0 +1,143 @@
+"""An offline stand-in for the Kaggle files: font-rendered digits taken through the dataset's procedure."""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from mnist3d import NUM_CLASSES
+from mnist3d.vectors import CLOUD_FILES, VECTORS_FILE, Split, write_vectors
+from mnist3d.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise_batch
+
+# Fonts that ship inside matplotlib, so rendering needs nothing from the network or the system.
+FONTS = (
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSans-Oblique.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Italic.ttf",
+    "DejaVuSansMono.ttf",
+    "STIXGeneral.ttf",
+    "STIXGeneralItalic.ttf",
+    "cmr10.ttf",
+    "cmss10.ttf",
+    "cmtt10.ttf",
+    "cmti10.ttf",
+)
+SIDE = 28  # MNIST image side
+BOX = 20  # MNIST fits each digit into a 20x20 box inside the 28x28 image
+SUPERSAMPLE = 4  # sub-pixels per pixel side, for anti-aliased grey edges
+CHUNK = 250  # clouds voxelised at once: bounds memory, shows progress
+
+
+@cache
+def glyph_polygons(font: str, digit: int) -> tuple[np.ndarray, ...]:
+    """The outline polygons of a digit in pixel units, scaled into the 20x20 box centred in 28x28."""
+    import matplotlib
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextPath
+
+    path = TextPath(
+        (0, 0), str(digit), size=1, prop=FontProperties(fname=Path(matplotlib.get_data_path(), "fonts/ttf", font))
+    )
+    polygons = [np.asarray(p) for p in path.to_polygons()]
+    points = np.concatenate(polygons)
+    low, high = points.min(axis=0), points.max(axis=0)
+    scale = BOX / (high - low).max()
+    centre = (low + high) / 2
+    # Font y runs up and image rows run down: flip y so the digit stands upright in (column, row) space.
+    return tuple((p - centre) * scale * np.array([1.0, -1.0]) + SIDE / 2 for p in polygons)
+
+
+def _smooth_field(rng: np.random.Generator, size: int, coarse: int = 5) -> np.ndarray:
+    """A smooth random 2D displacement field (size, size, 2): coarse noise, bilinearly upsampled."""
+    noise = rng.normal(size=(coarse, coarse, 2))
+    where = np.linspace(0, coarse - 1, size)
+    low = np.minimum(where.astype(int), coarse - 2)
+    frac = (where - low)[:, None]
+    rows = noise[low] * (1 - frac)[:, :, None] + noise[low + 1] * frac[:, :, None]
+    return rows[:, low] * (1 - frac.T)[:, :, None] + rows[:, low + 1] * frac.T[:, :, None]
+
+
+def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
+    """Grow (steps > 0) or shrink (steps < 0) a boolean mask by 4-neighbour steps."""
+    grow = steps > 0
+    for _ in range(abs(steps)):
+        padded = np.pad(mask, 1, constant_values=not grow)
+        around = [
+            padded[1 + dr : padded.shape[0] - 1 + dr, 1 + dc : padded.shape[1] - 1 + dc]
+            for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0))
+        ]
+        mask = np.logical_or.reduce([mask, *around]) if grow else np.logical_and.reduce([mask, *around])
+    return mask
+
+
+def render_digit(digit: int, rng: np.random.Generator) -> np.ndarray:
+    """A 28x28 grey image in [0, 1] of one digit: random font, affine, stroke width and elastic warp."""
+    from matplotlib.path import Path as MplPath
+
+    polygons = glyph_polygons(FONTS[rng.integers(len(FONTS))], digit)
+    angle, shear = rng.uniform(-0.2, 0.2), rng.uniform(-0.3, 0.3)
+    scale = np.diag([rng.uniform(0.7, 1.1), rng.uniform(0.85, 1.1)])
+    turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    forward = turn @ np.array([[1.0, shear], [0.0, 1.0]]) @ scale
+    shift = rng.uniform(-1.5, 1.5, 2)
+    size = SIDE * SUPERSAMPLE
+    centres = (np.arange(size) + 0.5) / SUPERSAMPLE
+    cols, rows = np.meshgrid(centres, centres)
+    warped = np.stack([cols, rows], axis=-1) + _smooth_field(rng, size) * rng.uniform(0.3, 1.0)
+    # Map each sub-pixel back into glyph space, then test it against the outline polygons (even-odd, for holes).
+    inverse = (warped - SIDE / 2 - shift) @ np.linalg.inv(forward).T + SIDE / 2
+    flat = inverse.reshape(-1, 2)
+    inside = np.zeros(len(flat), dtype=bool)
+    for polygon in polygons:
+        inside ^= MplPath(polygon).contains_points(flat)
+    mask = _dilate(inside.reshape(size, size), int(rng.integers(0, 4)))
+    return mask.reshape(SIDE, SUPERSAMPLE, SIDE, SUPERSAMPLE).mean(axis=(1, 3))
+
+
+def make_split(count: int, rng: np.random.Generator, label: str = "") -> tuple[Split, list[dict]]:
+    """Vectors for `count` digits (original, then rotated copy) and their clouds, as the dataset lays them out."""
+    labels = rng.integers(0, NUM_CLASSES, count)
+    vectors, clouds = [], []
+    for start in range(0, count, CHUNK):
+        batch = []
+        for digit in labels[start : start + CHUNK]:
+            image = np.pad(render_digit(int(digit), rng), 1)
+            batch.append({"img": image, "points": digit_cloud(image), "label": int(digit)})
+        rotations = random_rotations(rng, len(batch))
+        rotated = [rotate_with_noise(item["points"], r, rng) for item, r in zip(batch, rotations, strict=True)]
+        originals = voxelise_batch([item["points"] for item in batch])
+        pairs = np.stack([originals, voxelise_batch(rotated)], axis=1)  # row 2i original, 2i+1 rotated
+        vectors.append(pairs.reshape(-1, pairs.shape[-1]))
+        clouds.extend(batch)
+        print(f"synthetic {label}: {len(clouds)}/{count} digits", file=sys.stderr, flush=True)
+    return Split(np.concatenate(vectors), np.repeat(labels, 2)), clouds
+
+
+def write_clouds(path: str | os.PathLike, clouds: list[dict]) -> None:
+    """Write clouds in the Kaggle point-cloud schema: one group per sample with points, img and a label attr."""
+    import h5py
+
+    with h5py.File(path, "w") as h5:
+        for index, cloud in enumerate(clouds):
+            group = h5.create_group(str(index))
+            group.create_dataset("points", data=cloud["points"])
+            group.create_dataset("img", data=cloud["img"])
+            group.attrs["label"] = np.int64(cloud["label"])
+
+
+def write_dataset(folder: str | os.PathLike, train_digits: int, test_digits: int, seed: int) -> None:
+    """Write the three Kaggle files for a synthetic dataset; the same seed gives the same bytes of data."""
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    splits, clouds = {}, {}
+    for name, count in (("train", train_digits), ("test", test_digits)):
+        splits[name], clouds[name] = make_split(count, rng, name)
+    write_vectors(folder / VECTORS_FILE, splits)
+    for name, path in CLOUD_FILES.items():
+        write_clouds(folder / path, clouds[name])

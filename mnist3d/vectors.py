@@ -1,0 +1,99 @@
+"""The Kaggle `full_dataset_vectors.h5` schema: read it, check it, write it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnist3d import NUM_CLASSES, VOXELS
+from mnist3d.errors import PipelineError
+
+VECTORS_FILE = "full_dataset_vectors.h5"
+CLOUD_FILES = {"train": "train_point_clouds.h5", "test": "test_point_clouds.h5"}
+SPLITS = ("train", "test")
+
+
+@dataclass
+class Split:
+    """One split of flat voxel vectors: x (N, 4096) in [0, 1] and labels y (N,) in 0..9."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+def check_split(x: np.ndarray, y: np.ndarray, name: str) -> None:
+    """Raise a PipelineError that names `name` if x or y break the schema."""
+    if x.ndim != 2 or x.shape[1] != VOXELS:
+        raise PipelineError(
+            f"{name}: X has shape {x.shape}, expected (N, {VOXELS}); is this the 3D MNIST vectors file?"
+        )
+    if y.ndim != 1:
+        raise PipelineError(f"{name}: y has shape {y.shape}, expected (N,)")
+    if len(x) != len(y):
+        raise PipelineError(f"{name}: X has {len(x)} rows but y has {len(y)}; the file is inconsistent, fetch it again")
+    if len(x) == 0:
+        raise PipelineError(f"{name}: the split is empty; fetch the data again")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise PipelineError(f"{name}: labels have dtype {y.dtype}, expected integers")
+    if y.min() < 0 or y.max() >= NUM_CLASSES:
+        raise PipelineError(f"{name}: labels must lie in 0..{NUM_CLASSES - 1}, found {y.min()}..{y.max()}")
+    if not np.isfinite(x).all():
+        raise PipelineError(f"{name}: X holds NaN or Inf values; fetch the data again")
+    if x.min() < 0 or x.max() > 1:
+        raise PipelineError(f"{name}: X must lie in [0, 1], found {x.min():.3g}..{x.max():.3g}")
+
+
+def read_vectors(path: str | os.PathLike) -> dict[str, Split]:
+    """Read and check both splits of a vectors file."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path} not found; run the fetch stage first (dvc repro fetch)")
+    try:
+        with h5py.File(path, "r") as h5:
+            missing = [k for s in SPLITS for k in (f"X_{s}", f"y_{s}") if k not in h5]
+            if missing:
+                raise PipelineError(f"{path}: missing datasets {', '.join(missing)}; is this full_dataset_vectors.h5?")
+            splits = {s: Split(np.asarray(h5[f"X_{s}"]), np.asarray(h5[f"y_{s}"])) for s in SPLITS}
+    except PipelineError:
+        raise
+    except (OSError, KeyError, ValueError) as error:
+        raise PipelineError(f"{path} is not a readable HDF5 file ({error}); fetch the data again") from None
+    for name, split in splits.items():
+        check_split(split.x, split.y, f"{path.name} {name}")
+    return splits
+
+
+def write_vectors(path: str | os.PathLike, splits: dict[str, Split]) -> None:
+    """Write splits in the Kaggle schema: float64 X and int64 y."""
+    import h5py
+
+    with h5py.File(path, "w") as h5:
+        for name, split in splits.items():
+            h5.create_dataset(f"X_{name}", data=split.x.astype(np.float64))
+            h5.create_dataset(f"y_{name}", data=split.y.astype(np.int64))
+
+
+def write_processed(path: str | os.PathLike, x: np.ndarray, y: np.ndarray) -> None:
+    """Write one preprocessed split as an uncompressed NPZ with `x` and `y`."""
+    with open(path, "wb") as handle:
+        np.savez(handle, x=x, y=y)
+
+
+def read_processed(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a preprocessed split: x (N, 16, 16, 16, 3) float32 and y (N,) int64."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path} not found; run the preprocess stage first (dvc repro preprocess)")
+    try:
+        with np.load(path) as npz:
+            x, y = npz["x"], npz["y"]
+    except (OSError, KeyError, ValueError, EOFError) as error:
+        raise PipelineError(f"{path} is not a readable preprocessed NPZ ({error}); run: dvc repro preprocess") from None
+    if x.ndim != 5 or x.shape[1:4] != (16, 16, 16) or len(x) != len(y) or len(y) == 0:
+        raise PipelineError(f"{path} has x {x.shape} and y {y.shape}; run: dvc repro --force preprocess")
+    return x, y

@@ -1,0 +1,108 @@
+"""Point clouds from digit images and their 16^3 voxel grids, by the documented Kaggle procedure."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mnist3d import GRID
+
+FACE_STEPS = np.linspace(-0.5, 0.5, 5)  # a 5-point grid across each unit pixel face
+DEPTH_STEPS = np.linspace(-3.0, 3.0, 30)  # 30 points along the extrusion depth
+NEIGHBOURS = ((0, 1), (0, -1), (1, 0), (-1, 0))  # (row, column) offsets of the four side faces
+
+
+def prism_cloud(image: np.ndarray) -> np.ndarray:
+    """Sample the surface of the 1x1x6 prisms extruded from every pixel > 0, as (N, 3) with x=row, y=column."""
+    lit = np.asarray(image) > 0
+    padded = np.pad(lit, 1)
+    rows, cols = np.nonzero(lit)
+    centres = np.stack([rows, cols], axis=1).astype(np.float64)
+    face_u, face_v = (g.ravel() for g in np.meshgrid(FACE_STEPS, FACE_STEPS, indexing="ij"))
+    parts = []
+    for depth in (-3.0, 3.0):  # front and back faces, 5x5 each
+        xy = centres[:, None, :] + np.stack([face_u, face_v], axis=1)[None]
+        z = np.full(xy.shape[:2] + (1,), depth)
+        parts.append(np.concatenate([xy, z], axis=2).reshape(-1, 3))
+    side_u, side_z = (g.ravel() for g in np.meshgrid(FACE_STEPS, DEPTH_STEPS, indexing="ij"))
+    for d_row, d_col in NEIGHBOURS:  # side faces only where the neighbour is dark, 5x30 each
+        open_side = ~padded[rows + 1 + d_row, cols + 1 + d_col]
+        centre = centres[open_side]
+        if d_row:
+            x = centre[:, :1] + 0.5 * d_row + 0 * side_u[None]
+            y = centre[:, 1:] + side_u[None]
+        else:
+            x = centre[:, :1] + side_u[None]
+            y = centre[:, 1:] + 0.5 * d_col + 0 * side_u[None]
+        z = np.broadcast_to(side_z[None], x.shape)
+        parts.append(np.stack([x, y, z], axis=2).reshape(-1, 3))
+    return np.concatenate(parts)
+
+
+def normalise(points: np.ndarray) -> np.ndarray:
+    """Divide by the largest extent, then subtract the mean (the dataset's order)."""
+    scaled = points / (points.max(axis=0) - points.min(axis=0)).max()
+    return scaled - scaled.mean(axis=0)
+
+
+def upright(points: np.ndarray) -> np.ndarray:
+    """Turn a cloud upright with the dataset's 90 degree rotation about y: (x, y, z) -> (z, y, -x)."""
+    return np.stack([points[:, 2], points[:, 1], -points[:, 0]], axis=1)
+
+
+def digit_cloud(image: np.ndarray) -> np.ndarray:
+    """The dataset's point cloud for one zero-padded digit image."""
+    return upright(normalise(prism_cloud(image)))
+
+
+def random_rotations(rng: np.random.Generator, count: int) -> np.ndarray:
+    """Rotation matrices M = Rz @ Ry @ Rx with angles from N(0, 90deg), N(0, 90deg), N(0, 180deg); apply as cloud @ M."""
+    ax, ay = rng.normal(0.0, np.pi / 2, (2, count))
+    az = rng.normal(0.0, np.pi, count)
+    one, zero = np.ones(count), np.zeros(count)
+
+    def stack(rows):
+        return np.stack([np.stack(row, axis=-1) for row in rows], axis=-2)
+
+    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+    rx = stack([[one, zero, zero], [zero, cx, -sx], [zero, sx, cx]])
+    ry = stack([[cy, zero, sy], [zero, one, zero], [-sy, zero, cy]])
+    rz = stack([[cz, -sz, zero], [sz, cz, zero], [zero, zero, one]])
+    return rz @ ry @ rx
+
+
+def rotate_with_noise(cloud: np.ndarray, rotation: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rotate a cloud, then add uniform noise of +-0.25 std on each axis."""
+    rotated = cloud @ rotation
+    spread = 0.25 * rotated.std(axis=0)
+    return rotated + rng.uniform(-1.0, 1.0, rotated.shape) * spread
+
+
+def voxelise_batch(clouds: list[np.ndarray], grid: int = GRID) -> np.ndarray:
+    """Voxel vectors (B, grid^3) for several clouds: counts per voxel over each cloud's max.
+
+    Matches the dataset's VoxelGrid exactly: a cube box of min/max +- 0.001, and bins as
+    np.searchsorted on np.linspace edges, so points on an edge fall in the lower bin.
+    """
+    sizes = np.array([len(c) for c in clouds])
+    points = np.concatenate(clouds).astype(np.float64, copy=False)
+    owner = np.repeat(np.arange(len(clouds)), sizes)
+    low = np.stack([c.min(axis=0) for c in clouds]) - 0.001
+    high = np.stack([c.max(axis=0) for c in clouds]) + 0.001
+    pad = (high - low).max(axis=1, keepdims=True) - (high - low)
+    low, high = low - pad / 2, high + pad / 2
+    step = (high - low) / grid
+    point_low, point_step = low[owner], step[owner]
+    index = np.clip(np.floor((points - point_low) / point_step).astype(np.int64), 0, grid - 1)
+    # np.linspace builds edge i as i * step + low; searchsorted puts a point equal to an edge below it.
+    below_edge = points <= index * point_step + point_low
+    index -= below_edge & (index > 0)
+    above_edge = (points > (index + 1) * point_step + point_low) & (index < grid - 1)
+    index += above_edge
+    flat = index[:, 0] + grid * index[:, 1] + grid * grid * index[:, 2]
+    counts = np.bincount(owner * grid**3 + flat, minlength=len(clouds) * grid**3).reshape(len(clouds), grid**3)
+    return counts / counts.max(axis=1, keepdims=True)
+
+
+def voxelise(cloud: np.ndarray, grid: int = GRID) -> np.ndarray:
+    """The voxel vector (grid^3,) of one cloud."""
+    return voxelise_batch([cloud], grid)[0]

@@ -1,0 +1,39 @@
+"""Stage evaluate: test-set metrics/evaluate.json and confusion rows metrics/confusion.json."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import mnist3d when run as stages/evaluate.py
+
+from mnist3d.errors import run_stage
+from mnist3d.files import write_json
+from mnist3d.params import load_section
+
+PROCESSED_TEST = Path("data/processed/test.npz")
+MODEL = Path("models/model.keras")
+METRICS = Path("metrics/evaluate.json")
+CONFUSION = Path("metrics/confusion.json")
+
+
+def main() -> None:
+    params = load_section("evaluate")
+
+    from mnist3d.metrics import confusion_rows, evaluate_predictions
+    from mnist3d.model import load_model
+    from mnist3d.vectors import read_processed
+
+    x, y = read_processed(PROCESSED_TEST)
+    model = load_model(MODEL)
+    probabilities = model.predict(x, batch_size=params["batch_size"], verbose=0)
+    metrics = evaluate_predictions(y, probabilities)
+    write_json(CONFUSION, confusion_rows(y, probabilities.argmax(axis=1)))
+    write_json(METRICS, metrics)
+    print(
+        f"evaluate: test accuracy {metrics['accuracy']:.4f} "
+        f"(original {metrics['accuracy_original']:.4f}, rotated {metrics['accuracy_rotated']:.4f}), "
+        f"macro F1 {metrics['macro_f1']:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

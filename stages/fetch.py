@@ -1,0 +1,21 @@
+"""Stage fetch: put the raw 3D MNIST files and a manifest in data/raw/."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import mnist3d when run as stages/fetch.py
+
+from mnist3d.errors import run_stage
+from mnist3d.params import load_section
+from mnist3d.sources import fetch
+
+RAW = Path("data/raw")
+
+
+def main() -> None:
+    manifest = fetch(load_section("data"), RAW)
+    print(f"fetch: wrote {RAW} from {manifest['source']}: {manifest['rows']}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
