@@ -1,0 +1,89 @@
+"""Shared fixtures: a scratch project with its own params.yaml, and tiny dataset files."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mnist3d.vectors import VECTORS_FILE, Split, write_vectors  # noqa: E402
+
+
+class Project:
+    """A scratch working directory holding params.yaml, where stage scripts run as a user would run them."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        self.save()
+
+    def set(self, dotted: str, value) -> None:
+        """Set a param such as `data.source` and rewrite params.yaml."""
+        *parents, key = dotted.split(".")
+        section = self.params
+        for name in parents:
+            section = section[name]
+        section[key] = value
+        self.save()
+
+    def save(self) -> None:
+        (self.path / "params.yaml").write_text(yaml.safe_dump(self.params, sort_keys=False))
+
+    def run(self, stage: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        """Run `python stages/<stage>.py` here; returns the finished process with text output."""
+        return subprocess.run(
+            [sys.executable, str(ROOT / "stages" / f"{stage}.py")],
+            cwd=self.path,
+            env=clean_env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """os.environ without Kaggle credentials or proxies, so no test reaches a real service."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("KAGGLE_", "HTTP_PROXY", "HTTPS_PROXY"))}
+    env.update(extra or {})
+    return env
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    work = tmp_path / "project"
+    work.mkdir()
+    return Project(work)
+
+
+def tiny_split(rows: int, seed: int = 0) -> Split:
+    """Random voxel vectors in the dataset's schema: values in [0, 1], each row's max 1, labels 0..9."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((rows, 4096)) * (rng.random((rows, 4096)) < 0.1)
+    x[:, 0] = 1.0
+    return Split(x, np.arange(rows) % 10)
+
+
+def write_tiny_vectors(path: Path, train: int = 20, test: int = 10) -> Path:
+    write_vectors(path, {"train": tiny_split(train), "test": tiny_split(test, seed=1)})
+    return path
+
+
+def tiny_zip_bytes(tmp_path: Path, extra: dict[str, bytes] | None = None, with_vectors: bool = True) -> bytes:
+    """A zip laid out like Kaggle's 3d-mnist.zip, with a tiny vectors file (and `extra` entries)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zipped:
+        if with_vectors:
+            zipped.write(write_tiny_vectors(tmp_path / VECTORS_FILE), VECTORS_FILE)
+        for name, data in (extra or {}).items():
+            zipped.writestr(name, data)
+    return buffer.getvalue()

@@ -1,0 +1,41 @@
+"""The vectorised colour step gives the seed notebook's per-sample ScalarMappable values exactly."""
+
+import matplotlib
+import numpy as np
+import pytest
+
+from mnist3d.colour import colour_indices, colour_voxels
+
+
+def seed_notebook_colour(x: np.ndarray, colormap: str) -> np.ndarray:
+    """The notebook's loop: ScalarMappable.to_rgba per sample, alpha dropped."""
+    from matplotlib.cm import ScalarMappable
+
+    return np.asarray(
+        [ScalarMappable(cmap=colormap).to_rgba(row)[:, :-1].reshape(16, 16, 16, 3) for row in x], dtype=np.float32
+    )
+
+
+@pytest.mark.parametrize("colormap", ["Oranges", "viridis"])
+def test_matches_the_seed_loop(colormap):
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 4096))
+    x[:, 0], x[:, 1] = 0.0, 1.0  # each row spans [0, 1], as in the dataset, so autoscaling is the identity
+    x[:, 2:6] = [0.5, 255 / 256, 1 / 256, 0.999999]  # values on and near LUT boundaries
+    rgb = colour_voxels(x, colormap)
+    assert rgb.dtype == np.float32 and rgb.shape == (3, 16, 16, 16, 3)
+    np.testing.assert_array_equal(rgb, seed_notebook_colour(x, colormap))
+
+
+def test_indices_follow_matplotlib_including_one_in_the_last_entry():
+    np.testing.assert_array_equal(colour_indices(np.array([0.0, 0.5, 0.99, 1.0]), 256), [0, 128, 253, 255])
+    assert colour_indices(np.array([1.0]), 10)[0] == 9  # a colormap with fewer entries
+
+
+def test_reshape_puts_flat_index_x_fastest():
+    x = np.zeros((1, 4096))
+    x[0, 1] = 1.0  # x=1, y=0, z=0 -> grid[z, y, x] = grid[0, 0, 1]
+    rgb = colour_voxels(x, "Oranges")
+    top = matplotlib.colormaps["Oranges"](255)[:3]
+    np.testing.assert_allclose(rgb[0, 0, 0, 1], top, rtol=1e-6)
+    np.testing.assert_allclose(rgb[0, 1, 0, 0], matplotlib.colormaps["Oranges"](0)[:3], rtol=1e-6)

@@ -1,0 +1,96 @@
+"""params.yaml checks: typos and bad values fail early with one line that names the key."""
+
+import pytest
+import yaml
+
+from mnist3d.errors import PipelineError
+from mnist3d.params import load_architecture, load_section, load_top_level
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def params_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+    def write(change=None):
+        data = yaml.safe_load(yaml.safe_dump(params))
+        if change:
+            change(data)
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    return write
+
+
+def test_the_shipped_params_are_valid():
+    path = ROOT / "params.yaml"
+    for section in ("data", "preprocess", "train", "evaluate"):
+        load_section(section, path)
+    assert load_top_level("epochs", path) >= 1
+    assert load_architecture(path)["blocks"]
+
+
+def test_epochs_is_top_level_so_dvc_exp_run_s_epochs_works():
+    assert "epochs" in yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_seed_preset_is_the_notebook_model():
+    seed = yaml.safe_load((ROOT / "params.yaml").read_text())["architectures"]["seed"]
+    assert seed["blocks"] == [[32], [64], [128], [256]]
+    assert (seed["kernel_size"], seed["head"], seed["dense_units"], seed["dropout"]) == (3, "flatten", 128, 0.5)
+    assert seed["batch_norm"] is False
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("data", "source", "ftp", "data.source must be one of kaggle, local, synthetic"),
+        ("train", "batch_size", 0, "train.batch_size must be a positive integer"),
+        ("train", "validation_split", 1.0, "train.validation_split must lie strictly between 0 and 1"),
+        ("train", "learning_rate", -1, "train.learning_rate must be a number > 0"),
+        ("preprocess", "colormap", "Orangez", "preprocess.colormap must name a matplotlib colormap"),
+    ],
+)
+def test_bad_values_name_the_key(params_file, section, key, value, message):
+    path = params_file(lambda p: p[section].__setitem__(key, value))
+    with pytest.raises(PipelineError, match=message):
+        load_section(section, path)
+
+
+def test_unknown_keys_are_typos_not_ignored(params_file):
+    path = params_file(lambda p: p["train"].__setitem__("batchsize", 64))
+    with pytest.raises(PipelineError, match="unknown key train.batchsize"):
+        load_section("train", path)
+
+
+def test_missing_key_is_named(params_file):
+    path = params_file(lambda p: p["train"].pop("seed"))
+    with pytest.raises(PipelineError, match="train.seed is missing"):
+        load_section("train", path)
+
+
+@pytest.mark.parametrize("epochs", [0, -3, 2.5, "ten", True])
+def test_epochs_must_be_a_positive_integer(params_file, epochs):
+    path = params_file(lambda p: p.__setitem__("epochs", epochs))
+    with pytest.raises(PipelineError, match="epochs must be a positive integer"):
+        load_top_level("epochs", path)
+
+
+def test_unknown_model_preset_lists_the_known_ones(params_file):
+    path = params_file(lambda p: p.__setitem__("model", "resnet"))
+    with pytest.raises(PipelineError, match="model 'resnet' is not a preset; use one of seed"):
+        load_architecture(path)
+
+
+def test_too_many_blocks_for_a_16_voxel_grid(params_file):
+    path = params_file(lambda p: p["architectures"]["seed"].__setitem__("blocks", [[8]] * 5))
+    with pytest.raises(PipelineError, match="architectures.seed.blocks must be 1 to 4 blocks"):
+        load_architecture(path)
+
+
+def test_broken_yaml_names_the_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("epochs: 5\ntrain: [unclosed\n")
+    with pytest.raises(PipelineError, match="not valid YAML at line"):
+        load_top_level("epochs", path)
