@@ -25,15 +25,24 @@ NO_CREDENTIALS = (
 )
 
 
+def _kaggle_config_dir(environ: dict[str, str], home: Path) -> Path:
+    """Where the kaggle client looks for kaggle.json: KAGGLE_CONFIG_DIR, ~/.kaggle, else the XDG config folder."""
+    if environ.get("KAGGLE_CONFIG_DIR"):
+        return Path(environ["KAGGLE_CONFIG_DIR"])
+    if (home / ".kaggle").is_dir() or sys.platform != "linux":
+        return home / ".kaggle"
+    return Path(environ.get("XDG_CONFIG_HOME") or home / ".config") / "kaggle"
+
+
 def kaggle_credentials_present(environ: dict[str, str] | None = None) -> bool:
     """Whether the kaggle client will find credentials, checked without importing it (its import has side effects)."""
     environ = os.environ if environ is None else environ
     if environ.get("KAGGLE_API_TOKEN") or (environ.get("KAGGLE_USERNAME") and environ.get("KAGGLE_KEY")):
         return True
     home = Path(environ.get("HOME", Path.home()))
-    if (home / ".kaggle" / "access_token").is_file():
+    if any((home / ".kaggle" / name).is_file() for name in ("access_token", "access_token.txt")):
         return True
-    config = Path(environ.get("KAGGLE_CONFIG_DIR") or home / ".kaggle") / "kaggle.json"
+    config = _kaggle_config_dir(environ, home) / "kaggle.json"
     if not config.is_file():
         return False
     try:
@@ -88,8 +97,13 @@ def download_kaggle(dataset: str, version: int | None, folder: Path, timeout: fl
     except requests.HTTPError as error:
         status = error.response.status_code if error.response is not None else None
         raise PipelineError(_http_advice(slug, status)) from None
-    except (requests.ConnectionError, requests.Timeout) as error:
-        kind = "timed out" if isinstance(error, requests.Timeout) else "could not connect"
+    except requests.RequestException as error:  # refused, stalled, or cut off mid-transfer
+        if isinstance(error, requests.Timeout):
+            kind = "timed out"
+        elif isinstance(error, requests.exceptions.ChunkedEncodingError):
+            kind = "was cut short"
+        else:
+            kind = "could not connect"
         raise PipelineError(
             f"Kaggle download of {slug} {kind} ({type(error).__name__}); check the network, "
             "raise data.timeout, or run offline with: dvc exp run -S data.source=synthetic"
@@ -179,7 +193,7 @@ def fetch(section: dict[str, Any], target: str | os.PathLike) -> dict[str, Any]:
                 raise PipelineError(
                     "data.path is empty; set it with: dvc exp run -S data.source=local -S data.path=PATH"
                 )
-            copy_local(Path(section["path"]), folder)
+            copy_local(Path(section["path"]).expanduser(), folder)
             manifest["path"] = section["path"]
         else:
             from mnist3d.synthetic import write_dataset
