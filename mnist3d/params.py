@@ -27,6 +27,14 @@ def _non_negative_int(value: Any) -> str | None:
     return None
 
 
+def _int_between(low: int, high: int) -> Check:
+    def check(value: Any) -> str | None:
+        ok = not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
+        return None if ok else f"must be an integer from {low} to {high}"
+
+    return check
+
+
 def _positive_number(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         return "must be a number > 0"
@@ -96,8 +104,14 @@ SCHEMAS: dict[str, dict[str, Check]] = {
         "learning_rate": _positive_number,
         "validation_split": _fraction(),
         "seed": _non_negative_int,
+        "augment": _one_of("none", "clouds", "cube"),
+        "label_smoothing": _fraction(low_open=False),
+        "schedule": _one_of("constant", "cosine"),
     },
-    "evaluate": {"batch_size": _positive_int},
+    "evaluate": {
+        "batch_size": _positive_int,
+        "tta_views": lambda v: _positive_int(v) or (None if v <= 24 else "must be at most 24"),
+    },
     "architecture": {
         "blocks": _blocks,
         "kernel_size": _positive_int,

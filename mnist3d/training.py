@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -41,13 +42,67 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: in
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def compile_model(model: Any, learning_rate: float) -> None:
-    """Adam with categorical cross-entropy, as in the notebook."""
+class EpochBatches:
+    """Batches for one epoch at a time: the fixed training grids plus, with augmentation, fresh copies.
+
+    Each epoch's fresh copies and order come from a generator seeded by (seed, epoch), so runs repeat
+    exactly; the next epoch is prepared on a worker thread while the current one trains.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, make_fresh=None, fresh_labels=None):
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.make_fresh, self.fresh_labels = make_fresh, fresh_labels
+        self.size = len(y) + (len(fresh_labels) if make_fresh else 0)
+        self.epoch = 0
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._next = self._pool.submit(self._prepare, 0)
+
+    def _prepare(self, epoch: int) -> tuple[np.ndarray | None, np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch])
+        fresh = self.make_fresh(rng) if self.make_fresh else None
+        return fresh, rng.permutation(self.size)
+
+    def steps(self) -> int:
+        return -(-self.size // self.batch_size)
+
+    def __call__(self):
+        """Yield (grids, one-hot labels) batches for the next epoch."""
+        fresh, order = self._next.result()
+        self.epoch += 1
+        self._next = self._pool.submit(self._prepare, self.epoch)
+        labels = self.y if fresh is None else np.concatenate([self.y, self.fresh_labels])
+        eye = np.eye(NUM_CLASSES, dtype=np.float32)
+        for start in range(0, self.size, self.batch_size):
+            rows = np.sort(order[start : start + self.batch_size])
+            fixed = rows[rows < len(self.y)]
+            grids = self.x[fixed]
+            if fresh is not None and len(fixed) < len(rows):
+                grids = np.concatenate([grids, fresh[rows[len(fixed) :] - len(self.y)]])
+            yield grids, eye[labels[rows]]
+
+    def dataset(self):
+        """This source as a prefetching tf.data pipeline with a known number of steps."""
+        import tensorflow as tf
+
+        spec = (
+            tf.TensorSpec((None, *self.x.shape[1:]), tf.float32),
+            tf.TensorSpec((None, NUM_CLASSES), tf.float32),
+        )
+        data = tf.data.Dataset.from_generator(self, output_signature=spec)
+        return data.apply(tf.data.experimental.assert_cardinality(self.steps())).prefetch(2)
+
+
+def compile_model(
+    model: Any, learning_rate: float, label_smoothing: float = 0.0, schedule: str = "constant", total_steps: int = 1
+) -> None:
+    """Adam with categorical cross-entropy, as in the notebook; optionally label smoothing and a cosine decay."""
     import keras
 
+    if schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps, alpha=0.01)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.CategoricalCrossentropy(),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=["accuracy"],
     )
 
@@ -60,3 +115,29 @@ def summarise_history(history: dict[str, list[float]]) -> dict[str, Any]:
         "final": {key: float(values[-1]) for key, values in history.items()},
         "best": {"epoch": best + 1, **{key: float(values[best]) for key, values in history.items()}},
     }
+
+
+def fresh_copies(augment: str, x: np.ndarray, y: np.ndarray, train_rows: np.ndarray, clouds_path: Any, colormap: str):
+    """The per-epoch maker of extra training grids for `augment`, and their labels; (None, None) for none.
+
+    `clouds` makes one fresh rotated, noisy copy of each training cloud per epoch; without a cloud
+    file that matches the vectors, it falls back to `cube`: the dataset's rotated rows under random cube symmetries.
+    """
+    from pathlib import Path
+
+    from mnist3d.augment import random_symmetries, read_clouds, rotated_copies
+    from mnist3d.colour import colour_voxels
+
+    if augment == "none":
+        return None, None
+    cloud_ids = train_rows[train_rows % 2 == 0] // 2  # cloud i made rows 2i (original) and 2i+1 (rotated)
+    if augment == "clouds":
+        path = Path(clouds_path)
+        clouds = read_clouds(path) if path.is_file() else []
+        if len(clouds) * 2 == len(y):
+            clouds = [clouds[i] for i in cloud_ids]
+            print(f"train: augmenting with fresh rotations of {len(clouds)} point clouds per epoch")
+            return (lambda rng: colour_voxels(rotated_copies(clouds, rng), colormap)), y[2 * cloud_ids]
+        print(f"train: {path} missing or not paired with the vectors; augmenting with cube symmetries instead")
+    rotated = x[2 * cloud_ids + 1]
+    return (lambda rng: random_symmetries(rotated, rng)), y[2 * cloud_ids + 1]

@@ -18,13 +18,14 @@ CONFUSION = Path("metrics/confusion.json")
 def main() -> None:
     params = load_section("evaluate")
 
+    from mnist3d.augment import predict_with_views
     from mnist3d.metrics import confusion_rows, evaluate_predictions
     from mnist3d.model import load_model
     from mnist3d.vectors import read_processed
 
     x, y = read_processed(PROCESSED_TEST)
     model = load_model(MODEL)
-    probabilities = model.predict(x, batch_size=params["batch_size"], verbose=0)
+    probabilities = predict_with_views(model, x, params["tta_views"], params["batch_size"])
     metrics = evaluate_predictions(y, probabilities)
     write_json(CONFUSION, confusion_rows(y, probabilities.argmax(axis=1)))
     write_json(METRICS, metrics)

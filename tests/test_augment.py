@@ -1,0 +1,100 @@
+"""Augmentation: fresh rotated copies, cube symmetries, test-time views, and the per-epoch batches."""
+
+import numpy as np
+import pytest
+
+from mnist3d.augment import apply_symmetry, cube_rotations, cube_symmetries, random_symmetries, rotated_copies
+from mnist3d.training import EpochBatches, fresh_copies
+from mnist3d.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise_batch
+
+
+def bar_image(row: int) -> np.ndarray:
+    image = np.zeros((30, 30))
+    image[5:25, 12:15] = 1.0
+    image[row, 8:20] = 1.0  # a cross-bar makes each digit-like shape distinct
+    return image
+
+
+@pytest.fixture(scope="module")
+def clouds():
+    return [digit_cloud(bar_image(r)) for r in (6, 12, 20)]
+
+
+def test_rotated_copies_are_valid_vectors_and_seeded(clouds):
+    axis_major = [np.ascontiguousarray(c.T, dtype=np.float32) for c in clouds]
+    first = rotated_copies(axis_major, np.random.default_rng(5))
+    again = rotated_copies(axis_major, np.random.default_rng(5))
+    other = rotated_copies(axis_major, np.random.default_rng(6))
+    assert first.shape == (3, 4096)
+    np.testing.assert_array_equal(first.max(axis=1), 1.0)
+    assert first.min() == 0.0
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_rotated_copies_match_the_exact_generator_in_distribution(clouds):
+    """The fast path and the dataset procedure give grids with the same occupancy, over many draws."""
+    many = clouds * 40
+    fast = rotated_copies([np.ascontiguousarray(c.T, dtype=np.float32) for c in many], np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    exact = voxelise_batch(
+        [rotate_with_noise(c, r, rng) for c, r in zip(many, random_rotations(rng, len(many)), strict=True)]
+    )
+    assert (fast > 0).mean() == pytest.approx((exact > 0).mean(), rel=0.05)
+    assert fast.mean() == pytest.approx(exact.mean(), rel=0.05)
+
+
+def test_cube_symmetries_and_rotations():
+    assert len(cube_symmetries()) == 48 and len(cube_rotations()) == 24
+    grid = np.random.default_rng(0).random((1, 16, 16, 16, 1))
+    images = {apply_symmetry(grid, s).tobytes() for s in cube_symmetries()}
+    assert len(images) == 48  # all distinct
+    np.testing.assert_array_equal(apply_symmetry(grid, cube_rotations()[0]), grid)  # identity first
+    # a proper rotation keeps handedness: no rotation equals the mirror image in x
+    mirrored = grid[:, :, :, ::-1]
+    assert all(not np.array_equal(apply_symmetry(grid, r), mirrored) for r in cube_rotations())
+
+
+def test_random_symmetries_keep_each_grid_content():
+    grids = np.random.default_rng(0).random((6, 16, 16, 16, 3)).astype(np.float32)
+    moved = random_symmetries(grids, np.random.default_rng(1))
+    np.testing.assert_allclose(np.sort(moved.reshape(6, -1), axis=1), np.sort(grids.reshape(6, -1), axis=1))
+    assert not np.array_equal(moved, grids)
+
+
+def collect(batches: EpochBatches):
+    grids, labels = zip(*batches(), strict=True)
+    return np.concatenate(grids), np.concatenate(labels)
+
+
+def test_epoch_batches_cover_fixed_and_fresh_samples_once_and_repeat_by_seed():
+    x = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1, 1) * np.ones((1, 16, 16, 16, 3), np.float32)
+    y = np.arange(10) % 10
+
+    def make_fresh(rng):
+        return np.full((4, 16, 16, 16, 3), 100 + rng.integers(1000), dtype=np.float32)
+
+    fresh_labels = np.array([1, 2, 3, 4])
+    batches = EpochBatches(x, y, 4, seed=0, make_fresh=make_fresh, fresh_labels=fresh_labels)
+    assert batches.size == 14 and batches.steps() == 4
+    grids, labels = collect(batches)
+    assert len(grids) == 14
+    fixed = grids[:, 0, 0, 0, 0] < 100
+    assert sorted(grids[fixed, 0, 0, 0, 0].tolist()) == list(range(10))
+    assert sorted(labels[~fixed].argmax(axis=1).tolist()) == [1, 2, 3, 4]
+    np.testing.assert_array_equal(labels[fixed].argmax(axis=1), grids[fixed, 0, 0, 0, 0].astype(int) % 10)
+    second, _ = collect(batches)
+    replay = EpochBatches(x, y, 4, seed=0, make_fresh=make_fresh, fresh_labels=fresh_labels)
+    np.testing.assert_array_equal(collect(replay)[0], grids)
+    assert not np.array_equal(second, grids)  # a new epoch: new fresh copies and order
+
+
+def test_fresh_copies_fall_back_to_cube_symmetries_without_clouds(tmp_path, capsys):
+    x = np.random.default_rng(0).random((8, 16, 16, 16, 3)).astype(np.float32)
+    y = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    train_rows = np.array([0, 1, 4, 5, 6, 7])
+    make, labels = fresh_copies("clouds", x, y, train_rows, tmp_path / "missing.h5", "Oranges")
+    assert "cube symmetries instead" in capsys.readouterr().out
+    np.testing.assert_array_equal(labels, [0, 2, 3])
+    assert make(np.random.default_rng(0)).shape == (3, 16, 16, 16, 3)
+    assert fresh_copies("none", x, y, train_rows, tmp_path / "missing.h5", "Oranges") == (None, None)
