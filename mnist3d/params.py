@@ -105,6 +105,7 @@ SCHEMAS: dict[str, dict[str, Check]] = {
         "validation_split": _fraction(),
         "seed": _non_negative_int,
         "augment": _one_of("none", "clouds", "cube"),
+        "copies_per_epoch": _positive_int,
         "label_smoothing": _fraction(low_open=False),
         "schedule": _one_of("constant", "cosine"),
     },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -117,10 +118,12 @@ def summarise_history(history: dict[str, list[float]]) -> dict[str, Any]:
     }
 
 
-def fresh_copies(augment: str, x: np.ndarray, y: np.ndarray, train_rows: np.ndarray, clouds_path: Any, colormap: str):
+def fresh_copies(
+    augment: str, x: np.ndarray, y: np.ndarray, train_rows: np.ndarray, clouds_path: Any, colormap: str, copies: int = 1
+):
     """The per-epoch maker of extra training grids for `augment`, and their labels; (None, None) for none.
 
-    `clouds` makes one fresh rotated, noisy copy of each training cloud per epoch; without a cloud
+    `clouds` makes `copies` fresh rotated, noisy copies of each training cloud per epoch; without a cloud
     file that matches the vectors, it falls back to `cube`: the dataset's rotated rows under random cube symmetries.
     """
     from pathlib import Path
@@ -130,14 +133,52 @@ def fresh_copies(augment: str, x: np.ndarray, y: np.ndarray, train_rows: np.ndar
 
     if augment == "none":
         return None, None
-    cloud_ids = train_rows[train_rows % 2 == 0] // 2  # cloud i made rows 2i (original) and 2i+1 (rotated)
+    cloud_ids = np.tile(train_rows[train_rows % 2 == 0] // 2, copies)  # cloud i made rows 2i and 2i+1 (rotated)
     if augment == "clouds":
         path = Path(clouds_path)
         clouds = read_clouds(path) if path.is_file() else []
         if len(clouds) * 2 == len(y):
             clouds = [clouds[i] for i in cloud_ids]
-            print(f"train: augmenting with fresh rotations of {len(clouds)} point clouds per epoch")
+            print(f"train: augmenting with {len(clouds)} fresh rotated copies of the point clouds per epoch")
             return (lambda rng: colour_voxels(rotated_copies(clouds, rng), colormap)), y[2 * cloud_ids]
         print(f"train: {path} missing or not paired with the vectors; augmenting with cube symmetries instead")
     rotated = x[2 * cloud_ids + 1]
     return (lambda rng: random_symmetries(rotated, rng)), y[2 * cloud_ids + 1]
+
+
+def fit(
+    x: np.ndarray,
+    y: np.ndarray,
+    params: dict[str, Any],
+    architecture: dict[str, Any],
+    epochs: int,
+    clouds_path: Any,
+    colormap: str,
+    callbacks: list | tuple = (),
+) -> tuple[Any, dict[str, list[float]]]:
+    """Build and train a model from the `train` params on preprocessed grids; returns it and its history."""
+    from mnist3d.model import build_model
+
+    make_deterministic(params["seed"])
+    train_rows, val_rows = split_pairs(len(y), params["validation_split"], params["seed"])
+    make_fresh, fresh_labels = fresh_copies(
+        params["augment"], x, y, train_rows, clouds_path, colormap, params["copies_per_epoch"]
+    )
+    batches = EpochBatches(x[train_rows], y[train_rows], params["batch_size"], params["seed"], make_fresh, fresh_labels)
+    val_data = make_dataset(x[val_rows], y[val_rows], params["batch_size"])
+    model = build_model(architecture)
+    total_steps = epochs * batches.steps()
+    compile_model(model, params["learning_rate"], params["label_smoothing"], params["schedule"], total_steps)
+    print(
+        f"train: {batches.size} samples per epoch ({len(train_rows)} fixed, augment={params['augment']}), "
+        f"{len(val_rows)} validation, {model.count_params():,} parameters",
+        flush=True,
+    )
+    history = model.fit(
+        batches.dataset(),
+        validation_data=val_data,
+        epochs=epochs,
+        callbacks=list(callbacks),
+        verbose=1 if sys.stdout.isatty() else 2,  # one line per epoch in logs
+    )
+    return model, history.history

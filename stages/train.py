@@ -27,44 +27,17 @@ def main() -> None:
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
-    from mnist3d.model import build_model
-    from mnist3d.training import (
-        EpochBatches,
-        compile_model,
-        fresh_copies,
-        make_dataset,
-        make_deterministic,
-        split_pairs,
-        summarise_history,
-    )
+    from mnist3d.training import fit, summarise_history
 
-    make_deterministic(params["seed"])
-    train_rows, val_rows = split_pairs(len(y), params["validation_split"], params["seed"])
-    make_fresh, fresh_labels = fresh_copies(params["augment"], x, y, train_rows, TRAIN_CLOUDS, colormap)
-    batches = EpochBatches(x[train_rows], y[train_rows], params["batch_size"], params["seed"], make_fresh, fresh_labels)
-    val_data = make_dataset(x[val_rows], y[val_rows], params["batch_size"])
-    del x
-    model = build_model(architecture)
-    compile_model(
-        model, params["learning_rate"], params["label_smoothing"], params["schedule"], epochs * batches.steps()
-    )
-    print(
-        f"train: {batches.size} samples per epoch ({len(train_rows)} fixed, augment={params['augment']}), "
-        f"{len(val_rows)} validation, {model.count_params():,} parameters"
-    )
     with atomic_path(LIVE, directory=True) as live_dir:
         with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-            history = model.fit(
-                batches.dataset(),
-                validation_data=val_data,
-                epochs=epochs,
-                callbacks=[DVCLiveCallback(live=live)],
-                verbose=1 if sys.stdout.isatty() else 2,  # one line per epoch in logs
+            model, history = fit(
+                x, y, params, architecture, epochs, TRAIN_CLOUDS, colormap, [DVCLiveCallback(live=live)]
             )
         with atomic_path(MODEL) as model_path:
             model.save(model_path)
-    write_json(METRICS, summarise_history(history.history))
-    print(f"train: saved {MODEL}; final val accuracy {history.history['val_accuracy'][-1]:.4f}")
+    write_json(METRICS, summarise_history(history))
+    print(f"train: saved {MODEL}; final val accuracy {history['val_accuracy'][-1]:.4f}")
 
 
 if __name__ == "__main__":
