@@ -184,5 +184,5 @@ def load_architecture(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     if not isinstance(presets, dict) or not presets:
         raise PipelineError("params.yaml: section 'architectures' is missing; add at least the seed preset")
     if name not in presets:
-        raise PipelineError(f"params.yaml: model {name!r} is not a preset; use one of {', '.join(presets)}")
+        raise PipelineError(f"params.yaml: model {name!r} is not a preset; use one of {', '.join(sorted(presets))}")
     return check_section(presets[name], SCHEMAS["architecture"], f"architectures.{name}")

@@ -79,7 +79,7 @@ def test_epochs_must_be_a_positive_integer(params_file, epochs):
 
 def test_unknown_model_preset_lists_the_known_ones(params_file):
     path = params_file(lambda p: p.__setitem__("model", "resnet"))
-    with pytest.raises(PipelineError, match="model 'resnet' is not a preset; use one of seed, compact"):
+    with pytest.raises(PipelineError, match="model 'resnet' is not a preset; use one of compact, seed"):
         load_architecture(path)
 
 
