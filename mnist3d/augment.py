@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from mnist3d import GRID
+from mnist3d.inputs import RGB
 from mnist3d.voxels import random_rotations
 
 
@@ -54,10 +55,14 @@ def cube_symmetries() -> list[tuple[tuple[int, int, int], tuple[int, ...]]]:
 
 
 def apply_symmetry(grids: np.ndarray, symmetry: tuple[tuple[int, int, int], tuple[int, ...]]) -> np.ndarray:
-    """Apply one cube symmetry to grids shaped (N, 16, 16, 16, C)."""
+    """Apply one cube symmetry to the dataset channels of grids shaped (N, 16, 16, 16, C).
+
+    Aligned channels (after the first 3) stay as they are: alignment undoes any turn of the grid anyway.
+    """
     perm, flips = symmetry
-    moved = np.transpose(grids, (0, *(p + 1 for p in perm), 4))
-    return np.flip(moved, axis=tuple(f + 1 for f in flips)) if flips else moved
+    moved = np.transpose(grids[..., :RGB], (0, *(p + 1 for p in perm), 4))
+    moved = np.flip(moved, axis=tuple(f + 1 for f in flips)) if flips else moved
+    return moved if grids.shape[-1] == RGB else np.concatenate([moved, grids[..., RGB:]], axis=-1)
 
 
 def random_symmetries(grids: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -119,7 +119,13 @@ def summarise_history(history: dict[str, list[float]]) -> dict[str, Any]:
 
 
 def fresh_copies(
-    augment: str, x: np.ndarray, y: np.ndarray, train_rows: np.ndarray, clouds_path: Any, colormap: str, copies: int = 1
+    augment: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    train_rows: np.ndarray,
+    clouds_path: Any,
+    preprocess: dict[str, Any],
+    copies: int = 1,
 ):
     """The per-epoch maker of extra training grids for `augment`, and their labels; (None, None) for none.
 
@@ -129,7 +135,7 @@ def fresh_copies(
     from pathlib import Path
 
     from mnist3d.augment import random_symmetries, read_clouds, rotated_copies
-    from mnist3d.colour import colour_voxels
+    from mnist3d.inputs import network_inputs
 
     if augment == "none":
         return None, None
@@ -140,7 +146,8 @@ def fresh_copies(
         if len(clouds) * 2 == len(y):
             clouds = [clouds[i] for i in cloud_ids]
             print(f"train: augmenting with {len(clouds)} fresh rotated copies of the point clouds per epoch")
-            return (lambda rng: colour_voxels(rotated_copies(clouds, rng), colormap)), y[2 * cloud_ids]
+            colormap, aligned = preprocess["colormap"], preprocess["aligned_channels"]
+            return (lambda rng: network_inputs(rotated_copies(clouds, rng), colormap, aligned)), y[2 * cloud_ids]
         print(f"train: {path} missing or not paired with the vectors; augmenting with cube symmetries instead")
     rotated = x[2 * cloud_ids + 1]
     return (lambda rng: random_symmetries(rotated, rng)), y[2 * cloud_ids + 1]
@@ -153,7 +160,7 @@ def fit(
     architecture: dict[str, Any],
     epochs: int,
     clouds_path: Any,
-    colormap: str,
+    preprocess: dict[str, Any],
     callbacks: list | tuple = (),
 ) -> tuple[Any, dict[str, list[float]]]:
     """Build and train a model from the `train` params on preprocessed grids; returns it and its history."""
@@ -162,11 +169,11 @@ def fit(
     make_deterministic(params["seed"])
     train_rows, val_rows = split_pairs(len(y), params["validation_split"], params["seed"])
     make_fresh, fresh_labels = fresh_copies(
-        params["augment"], x, y, train_rows, clouds_path, colormap, params["copies_per_epoch"]
+        params["augment"], x, y, train_rows, clouds_path, preprocess, params["copies_per_epoch"]
     )
     batches = EpochBatches(x[train_rows], y[train_rows], params["batch_size"], params["seed"], make_fresh, fresh_labels)
     val_data = make_dataset(x[val_rows], y[val_rows], params["batch_size"])
-    model = build_model(architecture)
+    model = build_model(architecture, input_shape=x.shape[1:])
     total_steps = epochs * batches.steps()
     compile_model(model, params["learning_rate"], params["label_smoothing"], params["schedule"], total_steps)
     print(

@@ -85,7 +85,7 @@ def write_processed(path: str | os.PathLike, x: np.ndarray, y: np.ndarray) -> No
 
 
 def read_processed(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read a preprocessed split: x (N, 16, 16, 16, 3) float32 and y (N,) int64."""
+    """Read a preprocessed split: x (N, 16, 16, 16, C) float32 and y (N,) int64."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path} not found; run the preprocess stage first (dvc repro preprocess)")

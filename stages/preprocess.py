@@ -1,13 +1,13 @@
-"""Stage preprocess: colour the voxel vectors into RGB grids, data/processed/{train,test}.npz."""
+"""Stage preprocess: colour the voxel vectors into RGB grids (plus aligned copies), data/processed/{train,test}.npz."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import mnist3d when run as stages/preprocess.py
 
-from mnist3d.colour import colour_voxels
 from mnist3d.errors import run_stage
 from mnist3d.files import atomic_path
+from mnist3d.inputs import network_inputs
 from mnist3d.params import load_section
 from mnist3d.vectors import VECTORS_FILE, read_vectors, write_processed
 
@@ -16,12 +16,13 @@ PROCESSED = Path("data/processed")
 
 
 def main() -> None:
-    colormap = load_section("preprocess")["colormap"]
+    params = load_section("preprocess")
     splits = read_vectors(RAW / VECTORS_FILE)
     with atomic_path(PROCESSED, directory=True) as folder:
         for name, split in splits.items():
-            write_processed(folder / f"{name}.npz", colour_voxels(split.x, colormap), split.y)
-            print(f"preprocess: {name} {split.x.shape[0]} samples through {colormap}")
+            x = network_inputs(split.x, params["colormap"], params["aligned_channels"])
+            write_processed(folder / f"{name}.npz", x, split.y)
+            print(f"preprocess: {name} {x.shape} through {params['colormap']}")
 
 
 if __name__ == "__main__":

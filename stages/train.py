@@ -18,7 +18,7 @@ METRICS = Path("metrics/train.json")
 
 def main() -> None:
     epochs, architecture, params = load_top_level("epochs"), load_architecture(), load_section("train")
-    colormap = load_section("preprocess")["colormap"]
+    preprocess = load_section("preprocess")  # fresh copies must be built exactly like the stored grids
 
     from mnist3d.vectors import read_processed
 
@@ -32,7 +32,7 @@ def main() -> None:
     with atomic_path(LIVE, directory=True) as live_dir:
         with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
             model, history = fit(
-                x, y, params, architecture, epochs, TRAIN_CLOUDS, colormap, [DVCLiveCallback(live=live)]
+                x, y, params, architecture, epochs, TRAIN_CLOUDS, preprocess, [DVCLiveCallback(live=live)]
             )
         with atomic_path(MODEL) as model_path:
             model.save(model_path)

@@ -7,6 +7,8 @@ from mnist3d.augment import apply_symmetry, cube_rotations, cube_symmetries, ran
 from mnist3d.training import EpochBatches, fresh_copies
 from mnist3d.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise_batch
 
+PREPROCESS = {"colormap": "Oranges", "aligned_channels": False}
+
 
 def bar_image(row: int) -> np.ndarray:
     image = np.zeros((30, 30))
@@ -93,8 +95,8 @@ def test_fresh_copies_fall_back_to_cube_symmetries_without_clouds(tmp_path, caps
     x = np.random.default_rng(0).random((8, 16, 16, 16, 3)).astype(np.float32)
     y = np.array([0, 0, 1, 1, 2, 2, 3, 3])
     train_rows = np.array([0, 1, 4, 5, 6, 7])
-    make, labels = fresh_copies("clouds", x, y, train_rows, tmp_path / "missing.h5", "Oranges")
+    make, labels = fresh_copies("clouds", x, y, train_rows, tmp_path / "missing.h5", PREPROCESS)
     assert "cube symmetries instead" in capsys.readouterr().out
     np.testing.assert_array_equal(labels, [0, 2, 3])
     assert make(np.random.default_rng(0)).shape == (3, 16, 16, 16, 3)
-    assert fresh_copies("none", x, y, train_rows, tmp_path / "missing.h5", "Oranges") == (None, None)
+    assert fresh_copies("none", x, y, train_rows, tmp_path / "missing.h5", PREPROCESS) == (None, None)
