@@ -19,13 +19,31 @@ _PRODUCTS = np.einsum("ni,nj->nij", _CENTRES, _CENTRES).reshape(-1, 9)  # for we
 _X_AXIS = np.array([0.0, 0.0, 1.0])  # grid x in (z, y, x) order
 
 
-def slab_normals(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each grid's centre of mass and least-spread unit axis (sign chosen to point towards +x), in (z, y, x)."""
+def principal_axes(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each grid's centre of mass and principal axes as columns, least spread first, in (z, y, x) order."""
     weights = vectors / vectors.sum(axis=1, keepdims=True)
     mean = weights @ _CENTRES
     covariance = (weights @ _PRODUCTS).reshape(-1, 3, 3) - mean[:, :, None] * mean[:, None, :]
-    normals = np.linalg.eigh(covariance)[1][:, :, 0]  # eigh sorts eigenvalues ascending
+    return mean, np.linalg.eigh(covariance)[1]  # eigh sorts eigenvalues ascending
+
+
+def slab_normals(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each grid's centre of mass and least-spread unit axis (sign chosen to point towards +x), in (z, y, x)."""
+    mean, axes = principal_axes(vectors)
+    normals = axes[:, :, 0]
     return mean, normals * np.where(normals[:, 2:3] < 0, -1.0, 1.0)
+
+
+def rotations_onto_axes(axes: np.ndarray) -> np.ndarray:
+    """Rotations that carry the least-spread axis onto x and the most-spread onto z (a digit's height when upright).
+
+    Signs: the normal towards +x, the long axis towards +z, the middle one whatever keeps a proper rotation.
+    """
+    smallest = axes[:, :, 0] * np.where(axes[:, 2:3, 0] < 0, -1.0, 1.0)
+    largest = axes[:, :, 2] * np.where(axes[:, 0:1, 2] < 0, -1.0, 1.0)
+    rotations = np.stack([largest, axes[:, :, 1], smallest], axis=1)  # rows: targets z, y, x
+    rotations[:, 1] *= np.sign(np.linalg.det(rotations))[:, None]
+    return rotations
 
 
 def rotations_onto_x(normals: np.ndarray) -> np.ndarray:
@@ -40,11 +58,18 @@ def rotations_onto_x(normals: np.ndarray) -> np.ndarray:
     return np.eye(3) + sine[:, None, None] * cross + (1 - cosine)[:, None, None] * (cross @ cross)
 
 
-def align_slabs(vectors: np.ndarray) -> np.ndarray:
-    """Voxel vectors (N, 4096) resampled (trilinearly) so each slab faces x, centred on its centre of mass."""
+def align_slabs(vectors: np.ndarray, mode: str = "plane") -> np.ndarray:
+    """Voxel vectors (N, 4096) resampled (trilinearly) around their centre of mass so each slab faces x.
+
+    `plane` turns only the slab's normal onto x; `axes` also turns the digit's long axis onto z.
+    """
     vectors = np.asarray(vectors, dtype=np.float64).reshape(len(vectors), -1)
-    mean, normals = slab_normals(vectors)
-    rotations = rotations_onto_x(normals)
+    if mode == "axes":
+        mean, axes = principal_axes(vectors)
+        rotations = rotations_onto_axes(axes)
+    else:
+        mean, normals = slab_normals(vectors)
+        rotations = rotations_onto_x(normals)
     # Output voxel p reads the input at R^T p around the centre of mass, one contiguous (N, 4096) array per axis.
     neighbours = []
     for axis in range(3):

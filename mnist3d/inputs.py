@@ -10,9 +10,12 @@ from mnist3d.colour import colour_voxels
 RGB = 3  # the first channels are always the grid as the dataset gives it
 
 
-def network_inputs(vectors: np.ndarray, colormap: str, aligned_channels: bool) -> np.ndarray:
-    """Flat vectors (N, 4096) to float32 grids (N, 16, 16, 16, 3), or 6 channels with the aligned copy."""
+def network_inputs(vectors: np.ndarray, colormap: str, align: str) -> np.ndarray:
+    """Flat vectors (N, 4096) to float32 grids (N, 16, 16, 16, 3), or 6 channels with an aligned copy.
+
+    `align` is off, plane or axes (see mnist3d.align.align_slabs).
+    """
     grids = colour_voxels(vectors, colormap)
-    if not aligned_channels:
+    if align == "off":
         return grids
-    return np.concatenate([grids, colour_voxels(align_slabs(vectors), colormap)], axis=-1)
+    return np.concatenate([grids, colour_voxels(align_slabs(vectors, align), colormap)], axis=-1)

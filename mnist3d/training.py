@@ -146,7 +146,7 @@ def fresh_copies(
         if len(clouds) * 2 == len(y):
             clouds = [clouds[i] for i in cloud_ids]
             print(f"train: augmenting with {len(clouds)} fresh rotated copies of the point clouds per epoch")
-            colormap, aligned = preprocess["colormap"], preprocess["aligned_channels"]
+            colormap, aligned = preprocess["colormap"], preprocess["align"]
             return (lambda rng: network_inputs(rotated_copies(clouds, rng), colormap, aligned)), y[2 * cloud_ids]
         print(f"train: {path} missing or not paired with the vectors; augmenting with cube symmetries instead")
     rotated = x[2 * cloud_ids + 1]

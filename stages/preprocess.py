@@ -20,7 +20,7 @@ def main() -> None:
     splits = read_vectors(RAW / VECTORS_FILE)
     with atomic_path(PROCESSED, directory=True) as folder:
         for name, split in splits.items():
-            x = network_inputs(split.x, params["colormap"], params["aligned_channels"])
+            x = network_inputs(split.x, params["colormap"], params["align"])
             write_processed(folder / f"{name}.npz", x, split.y)
             print(f"preprocess: {name} {x.shape} through {params['colormap']}")
 

@@ -7,7 +7,7 @@ from mnist3d.augment import apply_symmetry, cube_rotations, cube_symmetries, ran
 from mnist3d.training import EpochBatches, fresh_copies
 from mnist3d.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise_batch
 
-PREPROCESS = {"colormap": "Oranges", "aligned_channels": False}
+PREPROCESS = {"colormap": "Oranges", "align": "off"}
 
 
 def bar_image(row: int) -> np.ndarray:
