@@ -84,7 +84,9 @@ def test_unknown_model_preset_lists_the_known_ones(params_file):
 
 
 def test_too_many_blocks_for_a_16_voxel_grid(params_file):
-    path = params_file(lambda p: p["architectures"]["seed"].__setitem__("blocks", [[8]] * 5))
+    path = params_file(
+        lambda p: (p.__setitem__("model", "seed"), p["architectures"]["seed"].__setitem__("blocks", [[8]] * 5))
+    )
     with pytest.raises(PipelineError, match="architectures.seed.blocks must be 1 to 4 blocks"):
         load_architecture(path)
 
