@@ -108,6 +108,7 @@ SCHEMAS: dict[str, dict[str, Check]] = {
         "copies_per_epoch": _positive_int,
         "label_smoothing": _fraction(low_open=False),
         "schedule": _one_of("constant", "cosine"),
+        "distribute": _one_of("none", "mirrored"),
     },
     "evaluate": {
         "batch_size": _positive_int,

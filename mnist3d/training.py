@@ -30,6 +30,16 @@ def split_pairs(count: int, validation_split: float, seed: int) -> tuple[np.ndar
     return np.sort(rows[held_out:].ravel()), np.sort(rows[:held_out].ravel())
 
 
+def distribution_strategy(kind: str) -> Any:
+    """`none`: the default strategy. `mirrored`: one replica per visible GPU (or per logical CPU without GPUs)."""
+    import tensorflow as tf
+
+    if kind == "none":
+        return tf.distribute.get_strategy()
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([device.name for device in devices])
+
+
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None) -> Any:
     """A batched tf.data pipeline of (voxels, one-hot label); shuffled each epoch when a seed is given."""
     import tensorflow as tf
@@ -173,12 +183,15 @@ def fit(
     )
     batches = EpochBatches(x[train_rows], y[train_rows], params["batch_size"], params["seed"], make_fresh, fresh_labels)
     val_data = make_dataset(x[val_rows], y[val_rows], params["batch_size"])
-    model = build_model(architecture, input_shape=x.shape[1:])
-    total_steps = epochs * batches.steps()
-    compile_model(model, params["learning_rate"], params["label_smoothing"], params["schedule"], total_steps)
+    strategy = distribution_strategy(params["distribute"])
+    with strategy.scope():  # variables must be created under the strategy to be mirrored
+        model = build_model(architecture, input_shape=x.shape[1:])
+        total_steps = epochs * batches.steps()
+        compile_model(model, params["learning_rate"], params["label_smoothing"], params["schedule"], total_steps)
     print(
         f"train: {batches.size} samples per epoch ({len(train_rows)} fixed, augment={params['augment']}), "
-        f"{len(val_rows)} validation, {model.count_params():,} parameters",
+        f"{len(val_rows)} validation, {model.count_params():,} parameters, "
+        f"{strategy.num_replicas_in_sync} replica(s)",
         flush=True,
     )
     history = model.fit(
