@@ -58,10 +58,11 @@ def rotations_onto_x(normals: np.ndarray) -> np.ndarray:
     return np.eye(3) + sine[:, None, None] * cross + (1 - cosine)[:, None, None] * (cross @ cross)
 
 
-def align_slabs(vectors: np.ndarray, mode: str = "plane") -> np.ndarray:
+def align_slabs(vectors: np.ndarray, mode: str = "plane", chunk: int = 64) -> np.ndarray:
     """Voxel vectors (N, 4096) resampled (trilinearly) around their centre of mass so each slab faces x.
 
     `plane` turns only the slab's normal onto x; `axes` also turns the digit's long axis onto z.
+    Returns float32: the resampled values carry no float64 precision worth keeping.
     """
     vectors = np.asarray(vectors, dtype=np.float64).reshape(len(vectors), -1)
     if mode == "axes":
@@ -70,17 +71,25 @@ def align_slabs(vectors: np.ndarray, mode: str = "plane") -> np.ndarray:
     else:
         mean, normals = slab_normals(vectors)
         rotations = rotations_onto_x(normals)
-    # Output voxel p reads the input at R^T p around the centre of mass, one contiguous (N, 4096) array per axis.
-    neighbours = []
+    aligned = np.empty(vectors.shape, dtype=np.float32)
+    for start in range(0, len(vectors), chunk):  # chunks keep the temporaries in cache
+        rows = slice(start, start + chunk)
+        aligned[rows] = _resample(vectors[rows].astype(np.float32), rotations[rows], mean[rows])
+    return aligned
+
+
+def _resample(vectors: np.ndarray, rotations: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Trilinear resampling: output voxel p reads the input at R^T p around the centre of mass."""
+    neighbours = []  # per axis, the (index, weight) of the lower and upper neighbour, as contiguous (N, 4096) arrays
     for axis in range(3):
-        source = rotations[:, :, axis] @ _CENTRES.T + (mean[:, axis : axis + 1] + (GRID - 1) / 2)
+        source = (rotations[:, :, axis] @ _CENTRES.T + (mean[:, axis : axis + 1] + (GRID - 1) / 2)).astype(np.float32)
         lower = np.floor(source)
         upper_weight = source - lower
         lower = lower.astype(np.int32)
-        pair = []  # the (index, weight) of the lower and upper neighbour; outside the grid weighs nothing
+        pair = []
         for index, weight in ((lower, 1 - upper_weight), (lower + 1, upper_weight)):
-            inside = (index >= 0) & (index < GRID)
-            pair.append((np.where(inside, index, 0), np.where(inside, weight, 0.0)))
+            inside = (index >= 0) & (index < GRID)  # outside the grid weighs nothing
+            pair.append((np.where(inside, index, 0), np.where(inside, weight, np.float32(0))))
         neighbours.append(pair)
     aligned = np.zeros_like(vectors)
     row_start = (np.arange(len(vectors), dtype=np.int32) * GRID**3)[:, None]
