@@ -32,7 +32,7 @@ from mnist3d.vectors import CLOUD_FILES, VECTORS_FILE, read_vectors, write_proce
 SEED_RECIPE = {
     "model": "seed",
     "epochs": 50,
-    "preprocess": {"align": "off"},
+    "preprocess": {"align": "none"},
     "train": {
         "augment": "none",
         "label_smoothing": 0.0,

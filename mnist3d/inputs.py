@@ -13,9 +13,9 @@ RGB = 3  # the first channels are always the grid as the dataset gives it
 def network_inputs(vectors: np.ndarray, colormap: str, align: str) -> np.ndarray:
     """Flat vectors (N, 4096) to float32 grids (N, 16, 16, 16, 3), or 6 channels with an aligned copy.
 
-    `align` is off, plane or axes (see mnist3d.align.align_slabs).
+    `align` is none, plane or axes (see mnist3d.align.align_slabs).
     """
     grids = colour_voxels(vectors, colormap)
-    if align == "off":
+    if align == "none":
         return grids
     return np.concatenate([grids, colour_voxels(align_slabs(vectors, align), colormap)], axis=-1)

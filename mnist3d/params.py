@@ -98,7 +98,7 @@ SCHEMAS: dict[str, dict[str, Check]] = {
         "synthetic_test_digits": _positive_int,
         "seed": _non_negative_int,
     },
-    "preprocess": {"colormap": _colormap, "align": _one_of("off", "plane", "axes")},
+    "preprocess": {"colormap": _colormap, "align": _one_of("none", "plane", "axes")},
     "train": {
         "batch_size": _positive_int,
         "learning_rate": _positive_number,

@@ -45,7 +45,7 @@ def test_rotated_digits_come_back_facing_x():
 
 def test_network_inputs_add_the_aligned_copy_as_three_more_channels():
     vectors = voxelise_batch([box_digit()])
-    plain = network_inputs(vectors, "Oranges", align="off")
+    plain = network_inputs(vectors, "Oranges", align="none")
     both = network_inputs(vectors, "Oranges", align="plane")
     assert plain.shape == (1, 16, 16, 16, 3) and both.shape == (1, 16, 16, 16, 6) and both.dtype == np.float32
     np.testing.assert_array_equal(both[..., :3], colour_voxels(vectors, "Oranges"))

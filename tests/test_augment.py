@@ -7,7 +7,7 @@ from mnist3d.augment import apply_symmetry, cube_rotations, cube_symmetries, ran
 from mnist3d.training import EpochBatches, fresh_copies
 from mnist3d.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise_batch
 
-PREPROCESS = {"colormap": "Oranges", "align": "off"}
+PREPROCESS = {"colormap": "Oranges", "align": "none"}
 
 
 def bar_image(row: int) -> np.ndarray:

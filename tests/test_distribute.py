@@ -24,7 +24,7 @@ params = {"seed": 1, "validation_split": 0.2, "augment": "none", "copies_per_epo
           "learning_rate": 0.001, "label_smoothing": 0.0, "schedule": "constant", "distribute": "mirrored"}
 architecture = {"blocks": [[4]], "kernel_size": 3, "batch_norm": True, "head": "global_average",
                 "dense_units": 0, "dropout": 0.0}
-model, history = fit(x, y, params, architecture, 1, "no-clouds.h5", {"colormap": "Oranges", "align": "off"})
+model, history = fit(x, y, params, architecture, 1, "no-clouds.h5", {"colormap": "Oranges", "align": "none"})
 strategy = distribution_strategy("mirrored")
 # every variable is mirrored on both devices
 kernel = model.get_layer("block1_conv1").kernel.value
