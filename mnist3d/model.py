@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from mnist3d import GRID, NUM_CLASSES
-from mnist3d.errors import PipelineError
+from mnist3d.errors import PipelineError, quiet_native_stderr
 
 INPUT_SHAPE = (GRID, GRID, GRID, 3)
 
@@ -49,18 +49,24 @@ def build_model(architecture: dict[str, Any], input_shape: tuple[int, ...] = INP
 
 
 def load_model(path: str | os.PathLike) -> Any:
-    """Load a saved .keras model in safe mode; a missing or damaged file is a PipelineError."""
-    import keras
-
+    """Load a saved .keras model in safe mode; a missing, damaged or unsafe file is a PipelineError."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file():  # before importing TensorFlow, which takes seconds
         raise PipelineError(f"{path} not found; run the train stage first (dvc repro train)")
-    try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except Exception as error:  # Keras raises many types for a damaged archive; all mean the same to a person
-        raise PipelineError(
-            f"{path} is not a loadable Keras model ({type(error).__name__}); retrain with: dvc repro --force train"
-        ) from None
+    with quiet_native_stderr():
+        import keras
+
+        try:
+            return keras.saving.load_model(path, safe_mode=True)
+        except Exception as error:  # Keras raises many types for a damaged archive; all mean the same to a person
+            if "safe_mode" in str(error):  # Keras refuses to deserialise code (a Lambda layer) in safe mode
+                raise PipelineError(
+                    f"{path} holds code (a Lambda layer), which safe mode refuses to load; "
+                    "only load models you trained, retrain with: dvc repro --force train"
+                ) from None
+            raise PipelineError(
+                f"{path} is not a loadable Keras model ({type(error).__name__}); retrain with: dvc repro --force train"
+            ) from None
 
 
 def forward_flops(model: Any) -> int:

@@ -184,7 +184,8 @@ def fetch(section: dict[str, Any], target: str | os.PathLike) -> dict[str, Any]:
     manifest: dict[str, Any] = {"source": source}
     with atomic_path(target, directory=True) as folder:
         if source == "kaggle":
-            with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".download.") as download:
+            # Inside the temp folder, so a killed download is cleaned up with it.
+            with tempfile.TemporaryDirectory(dir=folder, prefix=".download.") as download:
                 archive = download_kaggle(section["dataset"], section["version"], Path(download), section["timeout"])
                 manifest.update(dataset=section["dataset"], version=section["version"], zip_sha256=sha256(archive))
                 extract_zip(archive, folder)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from mnist3d import NUM_CLASSES
+from mnist3d.errors import PipelineError, quiet_native_stderr
 
 
 def make_deterministic(seed: int) -> None:
@@ -25,7 +26,10 @@ def split_pairs(count: int, validation_split: float, seed: int) -> tuple[np.ndar
     pairs = np.random.default_rng(seed).permutation(count // 2)
     held_out = max(1, round(len(pairs) * validation_split))
     if held_out >= len(pairs):
-        raise ValueError("validation_split leaves no training pairs")
+        raise PipelineError(
+            f"params.yaml: train.validation_split {validation_split} holds out all {len(pairs)} "
+            "(original, rotated) pairs of the training data; lower it"
+        )
     rows = np.stack([2 * pairs, 2 * pairs + 1], axis=1)
     return np.sort(rows[held_out:].ravel()), np.sort(rows[:held_out].ravel())
 
@@ -176,18 +180,20 @@ def fit(
     """Build and train a model from the `train` params on preprocessed grids; returns it and its history."""
     from mnist3d.model import build_model
 
-    make_deterministic(params["seed"])
     train_rows, val_rows = split_pairs(len(y), params["validation_split"], params["seed"])
+    with quiet_native_stderr():  # TensorFlow's C++ start-up lines would bury the stage's own messages
+        make_deterministic(params["seed"])
     make_fresh, fresh_labels = fresh_copies(
         params["augment"], x, y, train_rows, clouds_path, preprocess, params["copies_per_epoch"]
     )
     batches = EpochBatches(x[train_rows], y[train_rows], params["batch_size"], params["seed"], make_fresh, fresh_labels)
     val_data = make_dataset(x[val_rows], y[val_rows], params["batch_size"])
-    strategy = distribution_strategy(params["distribute"])
-    with strategy.scope():  # variables must be created under the strategy to be mirrored
-        model = build_model(architecture, input_shape=x.shape[1:])
-        total_steps = epochs * batches.steps()
-        compile_model(model, params["learning_rate"], params["label_smoothing"], params["schedule"], total_steps)
+    with quiet_native_stderr():
+        strategy = distribution_strategy(params["distribute"])
+        with strategy.scope():  # variables must be created under the strategy to be mirrored
+            model = build_model(architecture, input_shape=x.shape[1:])
+            total_steps = epochs * batches.steps()
+            compile_model(model, params["learning_rate"], params["label_smoothing"], params["schedule"], total_steps)
     print(
         f"train: {batches.size} samples per epoch ({len(train_rows)} fixed, augment={params['augment']}), "
         f"{len(val_rows)} validation, {model.count_params():,} parameters, "

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import mnist3d when run as stages/evaluate.py
 
-from mnist3d.errors import run_stage
+from mnist3d.errors import PipelineError, run_stage
 from mnist3d.files import write_json
 from mnist3d.params import load_section
 
@@ -25,6 +25,12 @@ def main() -> None:
 
     x, y = read_processed(PROCESSED_TEST)
     model = load_model(MODEL)
+    expected = tuple(getattr(model, "input_shape", (None,))[1:])
+    if expected != x.shape[1:]:
+        raise PipelineError(
+            f"{MODEL} expects grids of shape {expected} but {PROCESSED_TEST} holds {x.shape[1:]}; "
+            "the model and the data come from different params, run: dvc repro"
+        )
     probabilities = predict_with_views(model, x, params["tta_views"], params["batch_size"])
     metrics = evaluate_predictions(y, probabilities)
     write_json(CONFUSION, confusion_rows(y, probabilities.argmax(axis=1)))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import mnist3d when run as stages/train.py
 
-from mnist3d.errors import run_stage
+from mnist3d.errors import quiet_native_stderr, run_stage
 from mnist3d.files import atomic_path, write_json
 from mnist3d.params import load_architecture, load_section, load_top_level
 
@@ -24,10 +24,11 @@ def main() -> None:
 
     x, y = read_processed(PROCESSED_TRAIN)
 
-    from dvclive import Live
-    from dvclive.keras import DVCLiveCallback
+    with quiet_native_stderr():  # importing TensorFlow prints C++ start-up lines that would bury our own
+        from dvclive import Live
+        from dvclive.keras import DVCLiveCallback
 
-    from mnist3d.training import fit, summarise_history
+        from mnist3d.training import fit, summarise_history
 
     with atomic_path(LIVE, directory=True) as live_dir:
         with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
