@@ -1,4 +1,4 @@
-"""Stage plot: accuracy and loss curves and the confusion heatmap as PNGs under plots/."""
+"""Stage plot: accuracy and loss curves, the confusion heatmap and test digits as 3D voxels, as PNGs under plots/."""
 
 import json
 import sys
@@ -11,14 +11,18 @@ import numpy as np
 from mnist3d.errors import PipelineError, run_stage
 from mnist3d.files import atomic_path
 from mnist3d.metrics import confusion_matrix
-from mnist3d.plotting import plot_confusion, plot_curves
+from mnist3d.params import load_section
+from mnist3d.plotting import plot_confusion, plot_curves, plot_misclassified, plot_voxel_samples
+from mnist3d.vectors import VECTORS_FILE, read_vectors
 
 LIVE = Path("metrics/live")
 CONFUSION = Path("metrics/confusion.json")
+VECTORS = Path("data/raw") / VECTORS_FILE
 PLOTS = Path("plots")
 
 
 def main() -> None:
+    colormap = load_section("preprocess")["colormap"]
     try:
         rows = json.loads(CONFUSION.read_text())
         actual, predicted = (np.array([r[k] for r in rows]) for k in ("actual", "predicted"))
@@ -31,6 +35,14 @@ def main() -> None:
         except (OSError, ValueError, KeyError):
             raise PipelineError(f"training curves under {LIVE} are missing or damaged; run: dvc repro train") from None
         plot_confusion(confusion_matrix(actual, predicted), folder / "confusion.png")
+        test = read_vectors(VECTORS)["test"]
+        if not np.array_equal(test.y, actual):
+            raise PipelineError(
+                f"{CONFUSION} does not match the test split of {VECTORS} ({len(actual)} rows against "
+                f"{len(test.y)}); run: dvc repro evaluate"
+            )
+        plot_voxel_samples(test.x, test.y, colormap, folder / "samples.png")
+        plot_misclassified(test.x, actual, predicted, colormap, folder / "worst.png")
     print(f"plot: wrote {', '.join(sorted(p.name for p in PLOTS.iterdir()))} to {PLOTS}/")
 
 
