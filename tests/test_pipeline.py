@@ -1,5 +1,6 @@
 """End to end: dvc repro on tiny synthetic data, then an experiment that re-runs only what changed."""
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -87,3 +88,18 @@ def test_exp_run_with_more_epochs_skips_fetch_and_preprocess_and_metrics_diff_se
     assert diff["metrics/train.json"]["epochs"] == {"old": 1, "new": 2, "diff": 1}
     shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
     assert "epochs" in json.dumps(shown)
+
+
+def test_model_is_a_registered_artifact_that_dvc_artifacts_get_fetches(repo, tmp_path):
+    """After `gto register`, `dvc artifacts get` fetches the model committed at HEAD (from the local cache)."""
+    gto = Path(sys.executable).parent / "gto"  # GTO, the model registry's CLI, comes with DVC
+    subprocess.run(
+        [str(gto), "register", "conv3d-classifier", "--version", "v1.0.0"], cwd=repo, check=True, capture_output=True
+    )
+    lock = yaml.safe_load(
+        subprocess.run(["git", "show", "HEAD:dvc.lock"], cwd=repo, capture_output=True, text=True).stdout
+    )
+    committed = next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == "models/model.keras")
+    target = tmp_path / "fetched.keras"
+    dvc(repo, "artifacts", "get", str(repo), "conv3d-classifier", "-o", str(target))
+    assert hashlib.md5(target.read_bytes()).hexdigest() == committed

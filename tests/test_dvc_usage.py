@@ -1,0 +1,130 @@
+"""The README's DVC recipes on a tiny synthetic copy: push and pull through a local remote, and a queued sweep."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnist3d.files import sha256
+from tests.conftest import ROOT, clean_env
+
+pytestmark = pytest.mark.slow
+COPIED = ["dvc.yaml", "params.yaml", "mnist3d", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
+CACHED_OUTPUTS = ["data/raw", "data/processed", "models/model.keras", "plots"]  # what dvc push/pull carries
+SWEEP = {"lr-0.002": 0.002, "lr-0.004": 0.004}  # experiment name: train.learning_rate
+QUEUE_TIMEOUT = 300  # seconds for both queued experiments together
+
+
+def dvc_env() -> dict[str, str]:
+    # Queue workers run the stage commands with this PATH, so `python` must be this interpreter
+    venv_bin = str(Path(sys.executable).parent)
+    return clean_env({"PATH": f"{venv_bin}:{clean_env()['PATH']}", "DVC_NO_ANALYTICS": "1"})
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=repo, env=dvc_env(), capture_output=True, text=True, timeout=600
+    )
+    assert not check or result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+def checksums(repo: Path) -> dict[str, str]:
+    """sha256 of every file under the cached outputs, by path relative to the repo."""
+    files = []
+    for name in CACHED_OUTPUTS:
+        path = repo / name
+        files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return {str(p.relative_to(repo)): sha256(p) for p in files}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A committed copy of the project with tiny synthetic params after one dvc repro (as in test_pipeline)."""
+    repo = tmp_path_factory.mktemp("usage")
+    for name in COPIED:
+        source, target = ROOT / name, repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, target)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["epochs"] = 1
+    params["data"].update(source="synthetic", synthetic_train_digits=40, synthetic_test_digits=10)
+    params["train"]["batch_size"] = 16
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "test@example.com")
+    git(repo, "config", "user.name", "test")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "tiny synthetic project")
+    dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "baseline run")
+    yield repo
+    dvc(repo, "queue", "stop", check=False)  # no worker outlives the test
+
+
+def test_push_then_pull_into_an_empty_cache_restores_identical_outputs(repo, tmp_path_factory):
+    remote = tmp_path_factory.mktemp("remote")
+    dvc(repo, "remote", "add", "-d", "local", str(remote))
+    git(repo, "commit", "-qam", "local remote")
+    before = checksums(repo)
+    assert {"data/raw/full_dataset_vectors.h5", "models/model.keras", "plots/confusion.png"} <= set(before)
+    dvc(repo, "push")
+    assert any(p.is_file() for p in remote.rglob("*")), "dvc push stored nothing in the remote"
+    shutil.rmtree(repo / ".dvc/cache")
+    for name in CACHED_OUTPUTS:
+        path = repo / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert not (repo / "models/model.keras").exists()
+    dvc(repo, "pull")
+    assert checksums(repo) == before
+    status = dvc(repo, "status")
+    assert "Data and pipelines are up to date" in status.stdout, status.stdout
+
+
+def test_queued_sweep_on_two_workers_puts_both_experiments_metrics_in_exp_show(repo):
+    workspace_params = (repo / "params.yaml").read_text()
+    for name, rate in SWEEP.items():
+        dvc(repo, "exp", "run", "--queue", "-n", name, "-S", "epochs=1", "-S", f"train.learning_rate={rate}")
+    dvc(repo, "queue", "start", "-j", "2")
+    deadline = time.monotonic() + QUEUE_TIMEOUT
+    while True:
+        status = dvc(repo, "queue", "status").stdout
+        # rows read: task id, name, created (time), status
+        table = [line.split() for line in status.splitlines()]
+        rows = {words[1]: words[-1] for words in table if len(words) > 1 and words[1] in SWEEP}
+        if len(rows) == len(SWEEP) and all(state in ("Success", "Failed") for state in rows.values()):
+            break
+        assert time.monotonic() < deadline, f"the queue did not finish in {QUEUE_TIMEOUT} s:\n{status}"
+        time.sleep(3)
+    failed = {
+        name: dvc(repo, "queue", "logs", name, check=False).stdout[-2000:] for name in SWEEP if rows[name] != "Success"
+    }
+    assert not failed, f"queued experiments failed:\n{status}\n{failed}"
+    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
+    found = {}
+    for baseline in shown:
+        for experiment in baseline.get("experiments") or []:
+            for rev in experiment["revs"]:
+                if rev["name"] in SWEEP:
+                    found[rev["name"]] = rev["data"]
+    assert set(found) == set(SWEEP), f"exp show lists {sorted(found)}"
+    for name, data in found.items():
+        assert data["params"]["params.yaml"]["data"]["train"]["learning_rate"] == SWEEP[name]
+        evaluation = data["metrics"]["metrics/evaluate.json"]["data"]
+        assert evaluation["samples"] == 20 and 0.0 <= evaluation["accuracy"] <= 1.0
+        assert data["metrics"]["metrics/train.json"]["data"]["epochs"] == 1
+    # the workspace is untouched: queued runs happen in temporary clones
+    assert (repo / "params.yaml").read_text() == workspace_params
