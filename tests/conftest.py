@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -87,3 +88,57 @@ def tiny_zip_bytes(tmp_path: Path, extra: dict[str, bytes] | None = None, with_v
         for name, data in (extra or {}).items():
             zipped.writestr(name, data)
     return buffer.getvalue()
+
+
+# --- a git + DVC copy of the project, for end-to-end tests ------------------------------------------------------------
+
+COPIED = ["dvc.yaml", "params.yaml", "mnist3d", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
+
+
+def dvc_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A clean env whose PATH starts with this interpreter's bin, so stage commands and queue workers run its `python`."""
+    venv_bin = str(Path(sys.executable).parent)
+    env = clean_env({"PATH": f"{venv_bin}:{clean_env()['PATH']}", "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"})
+    env.update(extra or {})
+    return env
+
+
+def dvc(repo: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run DVC from this interpreter's environment in `repo`; by default a failure fails the test with its output."""
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=repo, env=dvc_env(env), capture_output=True, text=True, timeout=600
+    )
+    assert not check or result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+def make_dvc_repo(folder: Path, change_params=None) -> Path:
+    """Copy the project into `folder`, let `change_params(params)` edit its params, and commit it to a new git repo."""
+    for name in COPIED:
+        source, target = ROOT / name, folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, target)
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    if change_params:
+        change_params(params)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(folder, "init", "-q")
+    git(folder, "config", "user.email", "test@example.com")
+    git(folder, "config", "user.name", "test")
+    git(folder, "add", "-A")
+    git(folder, "commit", "-qm", "project copy")
+    return folder
+
+
+def tiny_synthetic(params: dict) -> None:
+    """Params for a run of seconds: 1 epoch on 40 + 10 synthetic digits."""
+    params["epochs"] = 1
+    params["data"].update(source="synthetic", synthetic_train_digits=40, synthetic_test_digits=10)
+    params["train"]["batch_size"] = 16

@@ -2,40 +2,18 @@
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mnist3d.files import sha256
-from tests.conftest import ROOT, clean_env
+from tests.conftest import dvc, git, make_dvc_repo, tiny_synthetic
 
 pytestmark = pytest.mark.slow
-COPIED = ["dvc.yaml", "params.yaml", "mnist3d", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
 CACHED_OUTPUTS = ["data/raw", "data/processed", "models/model.keras", "plots"]  # what dvc push/pull carries
 SWEEP = {"lr-0.002": 0.002, "lr-0.004": 0.004}  # experiment name: train.learning_rate
 QUEUE_TIMEOUT = 300  # seconds for both queued experiments together
-
-
-def dvc_env() -> dict[str, str]:
-    # Queue workers run the stage commands with this PATH, so `python` must be this interpreter
-    venv_bin = str(Path(sys.executable).parent)
-    return clean_env({"PATH": f"{venv_bin}:{clean_env()['PATH']}", "DVC_NO_ANALYTICS": "1"})
-
-
-def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=repo, env=dvc_env(), capture_output=True, text=True, timeout=600
-    )
-    assert not check or result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
 
 
 def checksums(repo: Path) -> dict[str, str]:
@@ -50,24 +28,7 @@ def checksums(repo: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A committed copy of the project with tiny synthetic params after one dvc repro (as in test_pipeline)."""
-    repo = tmp_path_factory.mktemp("usage")
-    for name in COPIED:
-        source, target = ROOT / name, repo / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, target)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["epochs"] = 1
-    params["data"].update(source="synthetic", synthetic_train_digits=40, synthetic_test_digits=10)
-    params["train"]["batch_size"] = 16
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git(repo, "init", "-q")
-    git(repo, "config", "user.email", "test@example.com")
-    git(repo, "config", "user.name", "test")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "tiny synthetic project")
+    repo = make_dvc_repo(tmp_path_factory.mktemp("usage"), tiny_synthetic)
     dvc(repo, "repro")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "baseline run")

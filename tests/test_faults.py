@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,13 +25,12 @@ import pytest
 import yaml
 
 from mnist3d.vectors import write_processed
-from tests.conftest import ROOT, clean_env, tiny_zip_bytes
+from tests.conftest import clean_env, dvc, dvc_env, make_dvc_repo, tiny_zip_bytes
 from tests.fake_kaggle import FakeKaggle, write_kaggle_json
 
 SECRET = "planted-secret-key-123"  # the key write_kaggle_json plants
 OUTPUT_DIRS = ("data", "models", "metrics", "plots")
 DELETE = object()  # a param value meaning: remove the key
-COPIED = ["dvc.yaml", "params.yaml", "mnist3d", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
@@ -298,55 +296,21 @@ def test_evaluate_refuses_a_model_for_other_inputs(project, models):
 # --- 2 and 5. SIGKILL mid-stage, recovery by dvc repro, determinism ----------------------------------------------------
 
 
-def dvc_env() -> dict[str, str]:
-    venv_bin = str(Path(sys.executable).parent)
-    return clean_env({"PATH": f"{venv_bin}:{clean_env()['PATH']}", "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"})
-
-
-def dvc(repo: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=repo,
-        env={**dvc_env(), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check:
-        assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
-
-
 def make_repo(folder: Path, **overrides) -> Path:
-    """A committed git + DVC copy of the project; params from the current params.yaml, tiny, with a tiny model."""
-    for name in COPIED:
-        source, target = ROOT / name, folder / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, target)
-    params = yaml.safe_load((folder / "params.yaml").read_text())
-    params["architectures"]["tiny"] = {**params["architectures"]["seed"], **TINY_ARCHITECTURE}
-    params["model"] = "tiny"
-    params["train"]["batch_size"] = 32
-    for dotted, value in overrides.items():
-        *parents, key = dotted.split("__")
-        section = params
-        for name in parents:
-            section = section[name]
-        section[key] = value
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git(folder, "init", "-q")
-    git(folder, "config", "user.email", "test@example.com")
-    git(folder, "config", "user.name", "test")
-    git(folder, "add", "-A")
-    git(folder, "commit", "-qm", "tiny project")
-    return folder
+    """A committed git + DVC copy of the project: the current params, tiny, with a tiny model and `overrides`."""
+
+    def change(params: dict) -> None:
+        params["architectures"]["tiny"] = {**params["architectures"]["seed"], **TINY_ARCHITECTURE}
+        params["model"] = "tiny"
+        params["train"]["batch_size"] = 32
+        for dotted, value in overrides.items():
+            *parents, key = dotted.split("__")
+            section = params
+            for name in parents:
+                section = section[name]
+            section[key] = value
+
+    return make_dvc_repo(folder, change)
 
 
 class Watched:

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,48 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, clean_env
+from tests.conftest import dvc, git, make_dvc_repo, tiny_synthetic
 
 pytestmark = pytest.mark.slow
-COPIED = ["dvc.yaml", "params.yaml", "mnist3d", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
-
-
-def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    # DVC's own entry point from this interpreter's environment, so a bare `dvc` on PATH is not needed
-    venv_bin = str(Path(sys.executable).parent)
-    env = clean_env({"PATH": f"{venv_bin}:{clean_env()['PATH']}", "DVC_NO_ANALYTICS": "1"})
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A fresh clone-like copy of the project with tiny synthetic params, committed, after one dvc repro."""
-    repo = tmp_path_factory.mktemp("repo")
-    for name in COPIED:
-        source, target = ROOT / name, repo / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, target)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["epochs"] = 1
-    params["data"].update(source="synthetic", synthetic_train_digits=40, synthetic_test_digits=10)
-    params["train"]["batch_size"] = 16
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git(repo, "init", "-q")
-    git(repo, "config", "user.email", "test@example.com")
-    git(repo, "config", "user.name", "test")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "tiny synthetic project")
+    repo = make_dvc_repo(tmp_path_factory.mktemp("repo"), tiny_synthetic)
     dvc(repo, "repro")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "baseline run")
