@@ -181,14 +181,14 @@ def fit(
     from mnist3d.model import build_model
 
     train_rows, val_rows = split_pairs(len(y), params["validation_split"], params["seed"])
-    with quiet_native_stderr():  # TensorFlow's C++ start-up lines would bury the stage's own messages
-        make_deterministic(params["seed"])
     make_fresh, fresh_labels = fresh_copies(
         params["augment"], x, y, train_rows, clouds_path, preprocess, params["copies_per_epoch"]
     )
     batches = EpochBatches(x[train_rows], y[train_rows], params["batch_size"], params["seed"], make_fresh, fresh_labels)
-    val_data = make_dataset(x[val_rows], y[val_rows], params["batch_size"])
+    # TensorFlow's C++ lines as it first touches the devices (cuInit on a machine without GPU) would bury ours.
     with quiet_native_stderr():
+        make_deterministic(params["seed"])
+        val_data = make_dataset(x[val_rows], y[val_rows], params["batch_size"])
         strategy = distribution_strategy(params["distribute"])
         with strategy.scope():  # variables must be created under the strategy to be mirrored
             model = build_model(architecture, input_shape=x.shape[1:])
