@@ -44,15 +44,14 @@ def distribution_strategy(kind: str) -> Any:
     return tf.distribute.MirroredStrategy([device.name for device in devices])
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None) -> Any:
-    """A batched tf.data pipeline of (voxels, one-hot label); shuffled each epoch when a seed is given."""
+def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int) -> Any:
+    """A batched tf.data pipeline of (voxels, one-hot label) in order, for validation."""
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(
-        lambda voxels, label: (voxels, tf.one_hot(label, NUM_CLASSES)), num_parallel_calls=tf.data.AUTOTUNE
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .batch(batch_size)
+        .map(lambda voxels, label: (voxels, tf.one_hot(label, NUM_CLASSES)), num_parallel_calls=tf.data.AUTOTUNE)
     )
     return dataset.prefetch(tf.data.AUTOTUNE)
 
