@@ -194,6 +194,17 @@ def test_kaggle_http_errors_give_one_line_advice(project, tmp_path, served, faul
     assert_nothing_written(project)
 
 
+def test_kaggle_connection_refused_says_so(project, tmp_path, served):
+    """Nothing listens where the client is sent: one line with advice, nothing written."""
+    with FakeKaggle(served) as fake:
+        env = kaggle_env(tmp_path, fake)
+    # the server is stopped now, so its port refuses connections
+    result = project.run("fetch", env=env, timeout=120)
+    line = error_line(result)
+    assert "could not connect" in line and "data.source=synthetic" in line, line
+    assert_nothing_written(project)
+
+
 def test_kaggle_stalled_server_times_out(project, tmp_path, served):
     """A server that never answers fails after data.timeout seconds, with advice, instead of hanging."""
     project.set("data.timeout", 1)
@@ -354,6 +365,33 @@ def label_ten(train: Split, test: Split) -> None:
     test.y[0] = 10
 
 
+def inf_pixel(train: Split, test: Split) -> None:
+    test.x[1, 9] = np.inf
+
+
+def above_one(train: Split, test: Split) -> None:
+    train.x[2, 5] = 1.5
+
+
+def label_minus_one(train: Split, test: Split) -> None:
+    train.y[4] = -1
+
+
+def fewer_labels(train: Split, test: Split) -> None:
+    train.y = train.y[:-3]
+
+
+def empty_test(train: Split, test: Split) -> None:
+    test.x, test.y = test.x[:0], test.y[:0]
+
+
+def truncated_h5(folder: Path) -> Path:
+    path = bad_vectors(lambda train, test: None)(folder)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
 def only_train(folder: Path) -> Path:
     path = folder / VECTORS_FILE
     write_vectors(path, {"train": tiny_split(20)})
@@ -381,6 +419,12 @@ def text_file(folder: Path) -> Path:
         pytest.param(bad_vectors(narrow_columns), ["train", "(20, 4000)", "4096"], id="4000-columns"),
         pytest.param(bad_vectors(nan_pixel), ["train", "NaN"], id="nan-in-x"),
         pytest.param(bad_vectors(label_ten), ["test", "labels must lie in 0..9", "..10"], id="label-10"),
+        pytest.param(bad_vectors(label_minus_one), ["train", "labels must lie in 0..9", "-1.."], id="label-minus-1"),
+        pytest.param(bad_vectors(inf_pixel), ["test", "NaN or Inf"], id="inf-in-x"),
+        pytest.param(bad_vectors(above_one), ["train", "X must lie in [0, 1]", "1.5"], id="above-one"),
+        pytest.param(bad_vectors(fewer_labels), ["train", "20 rows but y has 17"], id="x-and-y-lengths-differ"),
+        pytest.param(bad_vectors(empty_test), ["test", "the split is empty"], id="empty-split"),
+        pytest.param(truncated_h5, ["not a readable HDF5 file"], id="h5-cut-in-half"),
         pytest.param(only_train, ["missing datasets", "X_test", "y_test"], id="no-test-split"),
         pytest.param(not_hdf5, ["not a readable HDF5 file"], id="not-hdf5"),
         pytest.param(lambda folder: "", ["data.path is empty"], id="empty-data-path"),
