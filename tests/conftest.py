@@ -19,6 +19,16 @@ sys.path.insert(0, str(ROOT))
 
 from mnist3d.vectors import VECTORS_FILE, Split, write_vectors  # noqa: E402
 
+# A conv net of a few hundred weights: enough to build, save, load and train for a test in seconds.
+TINY_ARCHITECTURE = {
+    "blocks": [[4]],
+    "kernel_size": 3,
+    "batch_norm": False,
+    "head": "global_average",
+    "dense_units": 0,
+    "dropout": 0.0,
+}
+
 
 class Project:
     """A scratch working directory holding params.yaml, where stage scripts run as a user would run them."""

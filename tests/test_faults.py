@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from mnist3d.vectors import write_processed
-from tests.conftest import clean_env, dvc, dvc_env, make_dvc_repo, tiny_zip_bytes
+from tests.conftest import TINY_ARCHITECTURE, clean_env, dvc, dvc_env, make_dvc_repo, tiny_zip_bytes
 from tests.fake_kaggle import FakeKaggle, write_kaggle_json
 
 SECRET = "planted-secret-key-123"  # the key write_kaggle_json plants
@@ -205,15 +205,6 @@ def test_plot_without_training_curves_says_run_train(project):
 
 
 # --- 4. the model file: damaged, tampered, unsafe -------------------------------------------------------------------
-
-TINY_ARCHITECTURE = {
-    "blocks": [[2]],
-    "kernel_size": 3,
-    "batch_norm": False,
-    "head": "global_average",
-    "dense_units": 0,
-    "dropout": 0.0,
-}
 
 
 @pytest.fixture(scope="module")

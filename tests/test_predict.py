@@ -13,16 +13,7 @@ from mnist3d.params import load_section
 from mnist3d.predict import CSV_COLUMNS, read_samples
 from mnist3d.vectors import Split, write_vectors
 from mnist3d.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise
-from tests.conftest import ROOT, clean_env, tiny_split
-
-TINY = {
-    "blocks": [[4]],
-    "kernel_size": 3,
-    "batch_norm": False,
-    "head": "global_average",
-    "dense_units": 0,
-    "dropout": 0.0,
-}
+from tests.conftest import ROOT, TINY_ARCHITECTURE, clean_env, tiny_split
 
 
 def preprocess_params(path=ROOT / "params.yaml"):
@@ -45,7 +36,7 @@ def tiny_model(tmp_path_factory):
     keras.utils.set_random_seed(0)
     params = preprocess_params()
     channels = network_inputs(tiny_split(1).x, params["colormap"], params["align"]).shape[-1]
-    model = build_model(TINY, input_shape=(16, 16, 16, channels))
+    model = build_model(TINY_ARCHITECTURE, input_shape=(16, 16, 16, channels))
     output = model.get_layer("digit")
     kernel, bias = output.get_weights()
     output.set_weights([kernel * 40, bias])
