@@ -60,14 +60,23 @@ class EpochBatches:
     """Batches for one epoch at a time: the fixed training grids plus, with augmentation, fresh copies.
 
     Each epoch's fresh copies and order come from a generator seeded by (seed, epoch), so runs repeat
-    exactly; the next epoch is prepared on a worker thread while the current one trains.
+    exactly; the next epoch is prepared on a worker thread while the current one trains, up to `epochs`.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, make_fresh=None, fresh_labels=None):
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        seed: int,
+        make_fresh=None,
+        fresh_labels=None,
+        epochs: int | None = None,
+    ):
         self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
         self.make_fresh, self.fresh_labels = make_fresh, fresh_labels
         self.size = len(y) + (len(fresh_labels) if make_fresh else 0)
-        self.epoch = 0
+        self.epoch, self.epochs = 0, epochs
         self._pool = ThreadPoolExecutor(max_workers=1)
         self._next = self._pool.submit(self._prepare, 0)
 
@@ -81,9 +90,10 @@ class EpochBatches:
 
     def __call__(self):
         """Yield (grids, one-hot labels) batches for the next epoch."""
-        fresh, order = self._next.result()
+        fresh, order = (self._next or self._pool.submit(self._prepare, self.epoch)).result()
         self.epoch += 1
-        self._next = self._pool.submit(self._prepare, self.epoch)
+        # The last epoch prepares nothing more: that work would only compete with its training.
+        self._next = None if self.epoch == self.epochs else self._pool.submit(self._prepare, self.epoch)
         labels = self.y if fresh is None else np.concatenate([self.y, self.fresh_labels])
         eye = np.eye(NUM_CLASSES, dtype=np.float32)
         for start in range(0, self.size, self.batch_size):
@@ -183,7 +193,9 @@ def fit(
     make_fresh, fresh_labels = fresh_copies(
         params["augment"], x, y, train_rows, clouds_path, preprocess, params["copies_per_epoch"]
     )
-    batches = EpochBatches(x[train_rows], y[train_rows], params["batch_size"], params["seed"], make_fresh, fresh_labels)
+    batches = EpochBatches(
+        x[train_rows], y[train_rows], params["batch_size"], params["seed"], make_fresh, fresh_labels, epochs
+    )
     # TensorFlow's C++ lines as it first touches the devices (cuInit on a machine without GPU) would bury ours.
     with quiet_native_stderr():
         make_deterministic(params["seed"])

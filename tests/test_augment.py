@@ -100,3 +100,18 @@ def test_fresh_copies_fall_back_to_cube_symmetries_without_clouds(tmp_path, caps
     np.testing.assert_array_equal(labels, [0, 2, 3])
     assert make(np.random.default_rng(0)).shape == (3, 16, 16, 16, 3)
     assert fresh_copies("none", x, y, train_rows, tmp_path / "missing.h5", PREPROCESS) == (None, None)
+
+
+def test_epoch_batches_prepare_no_epoch_beyond_the_last():
+    x = np.zeros((4, 16, 16, 16, 3), np.float32)
+    prepared = []
+
+    def make_fresh(rng):
+        prepared.append(1)
+        return np.zeros((2, 16, 16, 16, 3), np.float32)
+
+    batches = EpochBatches(x, np.arange(4), 4, seed=0, make_fresh=make_fresh, fresh_labels=np.array([0, 1]), epochs=2)
+    for _ in range(2):
+        collect(batches)
+    assert batches._next is None and len(prepared) == 2  # epochs 0 and 1, not a third
+    assert len(collect(batches)[0]) == 6  # asked again anyway (Keras never does), it still serves an epoch
