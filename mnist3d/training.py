@@ -215,6 +215,7 @@ def fit(
         batches.dataset(),
         validation_data=val_data,
         epochs=epochs,
+        shuffle=False,  # EpochBatches shuffles each epoch itself; Keras would only warn that it can't
         callbacks=list(callbacks),
         verbose=1 if sys.stdout.isatty() else 2,  # one line per epoch in logs
     )

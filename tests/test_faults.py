@@ -467,7 +467,10 @@ def test_sigkill_during_train_keeps_no_partial_model_then_repro_recovers(pipelin
     dvc(repo, "repro")
     previous = outputs(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["epochs"] += 2
+    # Far more epochs than the kill needs: a tiny epoch takes a fraction of a second, and a busy CI machine once
+    # let the last few finish between seeing "Epoch 2" and the kill. With hundreds left the kill always lands mid-run.
+    previous_epochs = params["epochs"]
+    params["epochs"] = previous_epochs + 300
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     run = Watched([sys.executable, "-m", "dvc", "repro"], repo, dvc_env())
@@ -481,6 +484,8 @@ def test_sigkill_during_train_keeps_no_partial_model_then_repro_recovers(pipelin
     assert "train: saved" not in run.text(), "train finished before the kill; nothing was interrupted"
     assert_outputs_absent_or_previous(repo, previous)
 
+    params["epochs"] = previous_epochs + 2  # still a change, so train must run again, but a short one
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     log = dvc(repo, "repro")
     assert "Running stage 'train'" in log.stdout, log.stdout
     assert_pipeline_complete(repo)
