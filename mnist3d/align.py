@@ -8,10 +8,12 @@ mirror for the network to learn. Unrotated digits already face x, so they pass t
 from __future__ import annotations
 
 import itertools
+import threading
 
 import numpy as np
 
-from mnist3d import GRID
+from mnist3d import GRID, VOXELS
+from mnist3d.parallel import for_each_chunk
 
 # Voxel centres relative to the grid centre, in the (z, y, x) order of a reshaped vector.
 _CENTRES = np.stack(np.meshgrid(*(np.arange(GRID),) * 3, indexing="ij"), axis=-1).reshape(-1, 3) - (GRID - 1) / 2
@@ -21,7 +23,8 @@ _X_AXIS = np.array([0.0, 0.0, 1.0])  # grid x in (z, y, x) order
 
 def principal_axes(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each grid's centre of mass and principal axes as columns, least spread first, in (z, y, x) order."""
-    weights = vectors / vectors.sum(axis=1, keepdims=True)
+    total = vectors.sum(axis=1, keepdims=True, dtype=np.float64)
+    weights = vectors / np.where(total > 0, total, 1.0)  # an empty grid gets no turn rather than NaNs
     mean = weights @ _CENTRES
     covariance = (weights @ _PRODUCTS).reshape(-1, 3, 3) - mean[:, :, None] * mean[:, None, :]
     return mean, np.linalg.eigh(covariance)[1]  # eigh sorts eigenvalues ascending
@@ -30,8 +33,18 @@ def principal_axes(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def slab_normals(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each grid's centre of mass and least-spread unit axis (sign chosen to point towards +x), in (z, y, x)."""
     mean, axes = principal_axes(vectors)
-    normals = axes[:, :, 0]
-    return mean, normals * np.where(normals[:, 2:3] < 0, -1.0, 1.0)
+    return mean, _point_towards(axes[:, :, 0], (2, 1, 0))
+
+
+def _point_towards(axes: np.ndarray, order: tuple[int, int, int]) -> np.ndarray:
+    """Flip each unit axis so that its first clearly non-zero component, taken in `order`, is positive.
+
+    Testing one component alone lets float noise pick the sign when it is ~0 (a normal lying in the
+    y-z plane), so the same grid could turn one way alone and the other way in a batch.
+    """
+    components = axes[:, order]
+    first = np.argmax(np.abs(components) > 1e-6, axis=1)
+    return axes * np.where(components[np.arange(len(axes)), first] < 0, -1.0, 1.0)[:, None]
 
 
 def rotations_onto_axes(axes: np.ndarray) -> np.ndarray:
@@ -39,8 +52,7 @@ def rotations_onto_axes(axes: np.ndarray) -> np.ndarray:
 
     Signs: the normal towards +x, the long axis towards +z, the middle one whatever keeps a proper rotation.
     """
-    smallest = axes[:, :, 0] * np.where(axes[:, 2:3, 0] < 0, -1.0, 1.0)
-    largest = axes[:, :, 2] * np.where(axes[:, 0:1, 2] < 0, -1.0, 1.0)
+    smallest, largest = _point_towards(axes[:, :, 0], (2, 1, 0)), _point_towards(axes[:, :, 2], (0, 1, 2))
     rotations = np.stack([largest, axes[:, :, 1], smallest], axis=1)  # rows: targets z, y, x
     rotations[:, 1] *= np.sign(np.linalg.det(rotations))[:, None]
     return rotations
@@ -58,42 +70,86 @@ def rotations_onto_x(normals: np.ndarray) -> np.ndarray:
     return np.eye(3) + sine[:, None, None] * cross + (1 - cosine)[:, None, None] * (cross @ cross)
 
 
-def align_slabs(vectors: np.ndarray, mode: str = "plane", chunk: int = 64) -> np.ndarray:
+def align_slabs(vectors: np.ndarray, mode: str = "plane") -> np.ndarray:
     """Voxel vectors (N, 4096) resampled (trilinearly) around their centre of mass so each slab faces x.
 
     `plane` turns only the slab's normal onto x; `axes` also turns the digit's long axis onto z.
     Returns float32: the resampled values carry no float64 precision worth keeping.
     """
-    vectors = np.asarray(vectors, dtype=np.float64).reshape(len(vectors), -1)
-    if mode == "axes":
-        mean, axes = principal_axes(vectors)
-        rotations = rotations_onto_axes(axes)
-    else:
-        mean, normals = slab_normals(vectors)
-        rotations = rotations_onto_x(normals)
+    vectors = np.asarray(vectors).reshape(len(vectors), -1)
     aligned = np.empty(vectors.shape, dtype=np.float32)
-    for start in range(0, len(vectors), chunk):  # chunks keep the temporaries in cache
-        rows = slice(start, start + chunk)
-        aligned[rows] = _resample(vectors[rows].astype(np.float32), rotations[rows], mean[rows])
+    buffers = threading.local()  # one set per worker thread, reused chunk after chunk
+
+    def align_rows(rows: slice) -> None:
+        if mode == "axes":
+            mean, axes = principal_axes(vectors[rows])
+            rotations = rotations_onto_axes(axes)
+        else:
+            mean, normals = slab_normals(vectors[rows])
+            rotations = rotations_onto_x(normals)
+        if not hasattr(buffers, "scratch"):
+            buffers.scratch = _Scratch(CHUNK)
+        _resample(vectors[rows], rotations, mean, buffers.scratch, out=aligned[rows])
+
+    for_each_chunk(len(vectors), align_rows, CHUNK)
     return aligned
 
 
-def _resample(vectors: np.ndarray, rotations: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """Trilinear resampling: output voxel p reads the input at R^T p around the centre of mass."""
-    neighbours = []  # per axis, the (index, weight) of the lower and upper neighbour, as contiguous (N, 4096) arrays
-    for axis in range(3):
-        source = (rotations[:, :, axis] @ _CENTRES.T + (mean[:, axis : axis + 1] + (GRID - 1) / 2)).astype(np.float32)
-        lower = np.floor(source)
-        upper_weight = source - lower
-        lower = lower.astype(np.int32)
-        pair = []
-        for index, weight in ((lower, 1 - upper_weight), (lower + 1, upper_weight)):
-            inside = (index >= 0) & (index < GRID)  # outside the grid weighs nothing
-            pair.append((np.where(inside, index, 0), np.where(inside, weight, np.float32(0))))
-        neighbours.append(pair)
-    aligned = np.zeros_like(vectors)
-    row_start = (np.arange(len(vectors), dtype=np.int32) * GRID**3)[:, None]
-    flat = vectors.ravel()
-    for (z, wz), (y, wy), (x, wx) in itertools.product(*neighbours):
-        aligned += (wz * wy * wx) * np.take(flat, row_start + (z * GRID + y) * GRID + x)
-    return aligned
+CHUNK = 8  # grids resampled at once: their ~2 MB of buffers stay in a core's L2 cache
+# The input sits in a zero-padded box, one voxel before and two after each axis: with source coordinates
+# clamped to [0, GRID + 1] every trilinear corner lands inside the box, and corners outside the grid read zeros.
+_PADDED = GRID + 3
+_CORNERS = [dz * _PADDED**2 + dy * _PADDED + dx for dz, dy, dx in itertools.product((0, 1), repeat=3)]
+_STEPS = np.arange(GRID, dtype=np.float32) - (GRID - 1) / 2  # voxel centres along one axis
+
+
+class _Scratch:
+    """Buffers for resampling up to `rows` grids. Reusing them keeps the work in warm cache and pages:
+    fresh arrays per chunk cost more in page faults than the arithmetic."""
+
+    def __init__(self, rows: int):
+        self.box = np.zeros((rows, _PADDED, _PADDED, _PADDED), dtype=np.float32)  # the padding stays zero
+        self.weights = np.empty((3, rows, GRID, GRID, GRID), dtype=np.float32)
+        self.lower = np.empty((rows, GRID, GRID, GRID), dtype=np.float32)
+        self.index = np.empty((rows, GRID, GRID, GRID), dtype=np.float32)
+        self.flat_index = np.empty((rows, VOXELS), dtype=np.intp)
+        self.corners = np.empty((len(_CORNERS), rows, VOXELS), dtype=np.float32)
+        self.row_start = (np.arange(rows, dtype=np.float32) * _PADDED**3).reshape(rows, 1, 1, 1)
+
+
+def _resample(vectors: np.ndarray, rotations: np.ndarray, mean: np.ndarray, scratch: _Scratch, out: np.ndarray) -> None:
+    """Trilinear resampling into `out`: output voxel p reads the input at R^T p around the centre of mass."""
+    count = len(vectors)
+    box, index, lower = scratch.box[:count], scratch.index[:count], scratch.lower[:count]
+    box[:, 1 : GRID + 1, 1 : GRID + 1, 1 : GRID + 1] = vectors.reshape(count, GRID, GRID, GRID)
+    rotations, offset = rotations.astype(np.float32), (mean + (GRID - 1) / 2 + 1).astype(np.float32)
+    np.copyto(index, scratch.row_start[:count])
+    for axis, stride in enumerate((_PADDED**2, _PADDED, 1)):
+        # The source coordinate is a sum of one term per output axis (z, y, x): two broadcast adds, no matmul.
+        source = scratch.weights[axis, :count]
+        terms = [rotations[:, k, axis, None] * _STEPS for k in range(3)]
+        np.add((terms[0] + offset[:, axis, None])[:, :, None, None], terms[1][:, None, :, None], out=source)
+        source += terms[2][:, None, None, :]
+        np.clip(source, 0, GRID + 1, out=source)
+        np.floor(source, out=lower)
+        source -= lower  # now the weight of the upper corner
+        lower *= stride
+        index += lower  # float32 holds these integers exactly (< 2**24)
+    flat, flat_index = box.ravel(), scratch.flat_index[:count]
+    np.copyto(flat_index, index.reshape(count, -1), casting="unsafe")
+    # A view that starts `corner` elements later reads that corner without adding `corner` to every index.
+    # The indices are intp and in range by construction: take then needs no conversion and no checked copy.
+    corners = scratch.corners[:, :count]
+    for corner, values in zip(_CORNERS, corners, strict=True):
+        np.take(flat[corner:], flat_index, out=values, mode="clip")
+    weight_z, weight_y, weight_x = (weight.reshape(count, -1) for weight in scratch.weights[:, :count])
+    along_x = [_lerp(corners[i], corners[i + 1], weight_x) for i in (0, 2, 4, 6)]
+    along_y = [_lerp(along_x[i], along_x[i + 1], weight_y) for i in (0, 2)]
+    _lerp(along_y[0], along_y[1], weight_z, out=out)
+
+
+def _lerp(low: np.ndarray, high: np.ndarray, weight: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """low + weight * (high - low), computed in place in `high` (or into `out`)."""
+    high -= low
+    high *= weight
+    return np.add(high, low, out=high if out is None else out)

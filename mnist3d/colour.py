@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 
 import numpy as np
 
 from mnist3d import GRID
+from mnist3d.parallel import for_each_chunk
+
+RGB_BYTES = 3 * 4  # one float32 RGB triple
 
 
 @cache
@@ -18,22 +22,50 @@ def colormap_table(name: str) -> np.ndarray:
     return colormap(np.arange(colormap.N))[:, :3].astype(np.float32)
 
 
+@cache
+def _joint_table(name: str, grids: int) -> np.ndarray:
+    """One row per combination of `grids` colour entries, holding their RGB triples side by side, as void items.
+
+    Row i * N + j of the two-grid table is entry i's RGB then entry j's, so one take colours both grids
+    straight into interleaved channels: no second pass to concatenate them.
+    """
+    table = colormap_table(name)
+    combinations = np.indices((len(table),) * grids).reshape(grids, -1)
+    rows = np.concatenate([table[entry] for entry in combinations], axis=1)
+    return np.ascontiguousarray(rows).view(np.dtype((np.void, RGB_BYTES * grids))).ravel()
+
+
 def colour_indices(x: np.ndarray, entries: int) -> np.ndarray:
     """The table row of each value in [0, 1], exactly as matplotlib picks it (x * N, with 1.0 in the last row)."""
     dtype = np.uint8 if entries <= 256 else np.uint16
     return np.minimum(x * entries, entries - 1).astype(dtype)
 
 
-def colour_voxels(x: np.ndarray, colormap: str = "Oranges", chunk: int = 32) -> np.ndarray:
+def colour_grids(grids: Sequence[np.ndarray], colormap: str = "Oranges") -> np.ndarray:
+    """Equal-length flat voxel vectors (N, 4096) in [0, 1] to (N, 16, 16, 16, 3 * len(grids)) float32.
+
+    Each voxel holds every grid's RGB in turn, so two grids give RGB then the second grid's RGB.
+    """
+    grids = [np.asarray(grid).reshape(len(grid), -1) for grid in grids]
+    count, voxels = grids[0].shape
+    entries = len(colormap_table(colormap))
+    table = _joint_table(colormap, len(grids))
+    index_dtype = np.min_scalar_type(len(table) - 1)
+    out = np.empty((count, voxels, 3 * len(grids)), dtype=np.float32)
+    packed = out.view(table.dtype).reshape(count, voxels)
+
+    def colour_rows(rows: slice) -> None:
+        index = colour_indices(grids[0][rows], entries).astype(index_dtype)
+        for grid in grids[1:]:
+            index *= entries
+            index += colour_indices(grid[rows], entries)
+        # Indices are in range by construction; mode="clip" skips the bounds-checked path, which copies `out`.
+        np.take(table, index, out=packed[rows], mode="clip")
+
+    for_each_chunk(count, colour_rows)
+    return out.reshape(count, GRID, GRID, GRID, -1)
+
+
+def colour_voxels(x: np.ndarray, colormap: str = "Oranges") -> np.ndarray:
     """Flat voxel vectors (N, 4096) in [0, 1] to RGB grids (N, 16, 16, 16, 3) float32."""
-    x = np.asarray(x).reshape(len(x), -1)
-    table = colormap_table(colormap)
-    # One 12-byte item per RGB triple: a 1-D take copies whole triples, much faster than take(axis=0).
-    triples = np.ascontiguousarray(table).view(np.dtype((np.void, 12))).ravel()
-    rgb = np.empty((len(x), x.shape[1], 3), dtype=np.float32)
-    packed = rgb.view(triples.dtype).reshape(len(x), x.shape[1])
-    # Small chunks keep the float temporaries in cache.
-    for start in range(0, len(x), chunk):
-        stop = start + chunk
-        np.take(triples, colour_indices(x[start:stop], len(table)), out=packed[start:stop])
-    return rgb.reshape(len(x), GRID, GRID, GRID, 3)
+    return colour_grids([x], colormap)

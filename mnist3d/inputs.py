@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from mnist3d.align import align_slabs
-from mnist3d.colour import colour_voxels
+from mnist3d.colour import colour_grids
 
 RGB = 3  # the first channels are always the grid as the dataset gives it
 
@@ -15,7 +17,15 @@ def network_inputs(vectors: np.ndarray, colormap: str, align: str) -> np.ndarray
 
     `align` is none, plane or axes (see mnist3d.align.align_slabs).
     """
-    grids = colour_voxels(vectors, colormap)
     if align == "none":
-        return grids
-    return np.concatenate([grids, colour_voxels(align_slabs(vectors, align), colormap)], axis=-1)
+        return colour_grids([vectors], colormap)
+    return colour_grids([vectors, align_slabs(vectors, align)], colormap)
+
+
+def network_input_blocks(vectors: np.ndarray, colormap: str, align: str, rows: int = 128) -> Iterator[np.ndarray]:
+    """network_inputs for consecutive blocks of `rows` vectors: what a writer streams without holding it all.
+
+    Blocks of ~12 MB are reused by the allocator, where one full-size array would take fresh pages.
+    """
+    for start in range(0, len(vectors), rows):
+        yield network_inputs(vectors[start : start + rows], colormap, align)

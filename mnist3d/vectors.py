@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,10 +81,30 @@ def write_vectors(path: str | os.PathLike, splits: dict[str, Split]) -> None:
             h5.create_dataset(f"y_{name}", data=split.y.astype(np.int64))
 
 
-def write_processed(path: str | os.PathLike, x: np.ndarray, y: np.ndarray) -> None:
-    """Write one preprocessed split as an uncompressed NPZ with `x` and `y`."""
-    with open(path, "wb") as handle:
-        np.savez(handle, x=x, y=y)
+def write_processed(path: str | os.PathLike, x: np.ndarray | Iterable[np.ndarray], y: np.ndarray) -> None:
+    """Write one preprocessed split as an uncompressed NPZ with `x` and `y`, as np.savez would.
+
+    `x` may also come as consecutive blocks of rows, which are streamed into the file, so the whole
+    array never has to sit in memory.
+    """
+    blocks = iter([x] if isinstance(x, np.ndarray) else x)
+    first = next(blocks)
+    shape = (len(y), *first.shape[1:])
+    rows = 0
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as npz:
+        with npz.open("x.npy", "w", force_zip64=True) as entry:
+            np.lib.format.write_array_header_1_0(
+                entry, {"descr": np.lib.format.dtype_to_descr(first.dtype), "fortran_order": False, "shape": shape}
+            )
+            for block in itertools.chain([first], blocks):
+                if block.shape[1:] != shape[1:] or block.dtype != first.dtype:
+                    raise ValueError(f"block {block.shape} {block.dtype} does not continue {shape} {first.dtype}")
+                entry.write(np.ascontiguousarray(block).data)
+                rows += len(block)
+        if rows != len(y):
+            raise ValueError(f"{rows} rows of x for {len(y)} labels")
+        with npz.open("y.npy", "w", force_zip64=True) as entry:
+            np.lib.format.write_array(entry, np.asarray(y), allow_pickle=False)
 
 
 def read_processed(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

@@ -50,3 +50,17 @@ def test_network_inputs_add_the_aligned_copy_as_three_more_channels():
     assert plain.shape == (1, 16, 16, 16, 3) and both.shape == (1, 16, 16, 16, 6) and both.dtype == np.float32
     np.testing.assert_array_equal(both[..., :3], colour_voxels(vectors, "Oranges"))
     np.testing.assert_array_equal(both[..., 3:], colour_voxels(align_slabs(vectors), "Oranges"))
+
+
+def test_a_grid_aligns_the_same_alone_as_in_a_batch():
+    """Predict aligns one grid, preprocess thousands: float noise in the batched sums must not flip an axis."""
+    rng = np.random.default_rng(5)
+    upright = voxelise(box_digit()).reshape(16, 16, 16)
+    # Extruded along y or z, the slab normal has an x component that is 0 up to float noise.
+    sideways = [upright.transpose(order).reshape(-1) for order in ((0, 2, 1), (2, 1, 0))]
+    rotated = voxelise_batch([rotate_with_noise(box_digit(), r, rng) for r in random_rotations(rng, 60)])
+    batch = np.concatenate([rotated[:30], np.stack(sideways * 3), rotated[30:]])
+    for mode in ("plane", "axes"):
+        together = align_slabs(batch, mode)
+        alone = np.concatenate([align_slabs(row[None], mode) for row in batch])
+        np.testing.assert_array_equal(alone, together)

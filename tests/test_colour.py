@@ -4,7 +4,8 @@ import matplotlib
 import numpy as np
 import pytest
 
-from mnist3d.colour import colour_indices, colour_voxels
+from mnist3d import parallel
+from mnist3d.colour import colour_grids, colour_indices, colour_voxels
 
 
 def seed_notebook_colour(x: np.ndarray, colormap: str) -> np.ndarray:
@@ -16,7 +17,7 @@ def seed_notebook_colour(x: np.ndarray, colormap: str) -> np.ndarray:
     )
 
 
-@pytest.mark.parametrize("colormap", ["Oranges", "viridis"])
+@pytest.mark.parametrize("colormap", ["Oranges", "viridis", "twilight"])  # twilight has 510 entries
 def test_matches_the_seed_loop(colormap):
     rng = np.random.default_rng(0)
     x = rng.random((3, 4096))
@@ -39,3 +40,16 @@ def test_reshape_puts_flat_index_x_fastest():
     top = matplotlib.colormaps["Oranges"](255)[:3]
     np.testing.assert_allclose(rgb[0, 0, 0, 1], top, rtol=1e-6)
     np.testing.assert_allclose(rgb[0, 1, 0, 0], matplotlib.colormaps["Oranges"](0)[:3], rtol=1e-6)
+
+
+@pytest.mark.parametrize("colormap", ["Oranges", "twilight"])
+def test_two_grids_colour_into_interleaved_channels(colormap, monkeypatch):
+    """One joint-table take gives each grid's RGB side by side, across chunks and worker threads."""
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 2)
+    rng = np.random.default_rng(1)
+    first, second = rng.random((70, 4096)), rng.random((70, 4096))
+    first[:, :2] = second[:, :2] = [0.0, 1.0]  # the table's first and last rows; no autoscaling in the seed loop
+    both = colour_grids([first, second], colormap)
+    assert both.shape == (70, 16, 16, 16, 6) and both.dtype == np.float32
+    np.testing.assert_array_equal(both[..., :3], seed_notebook_colour(first, colormap))
+    np.testing.assert_array_equal(both[..., 3:], colour_voxels(second, colormap))
