@@ -17,16 +17,19 @@ from mnist3d.parallel import for_each_chunk
 
 # Voxel centres relative to the grid centre, in the (z, y, x) order of a reshaped vector.
 _CENTRES = np.stack(np.meshgrid(*(np.arange(GRID),) * 3, indexing="ij"), axis=-1).reshape(-1, 3) - (GRID - 1) / 2
-_PRODUCTS = np.einsum("ni,nj->nij", _CENTRES, _CENTRES).reshape(-1, 9)  # for weighted second moments by one matmul
+# Per voxel: 1, its centre and the centre's outer product, so one matmul gives each grid's mass and raw moments.
+_MOMENTS = np.concatenate(
+    [np.ones((len(_CENTRES), 1)), _CENTRES, np.einsum("ni,nj->nij", _CENTRES, _CENTRES).reshape(-1, 9)], axis=1
+)
 _X_AXIS = np.array([0.0, 0.0, 1.0])  # grid x in (z, y, x) order
 
 
 def principal_axes(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each grid's centre of mass and principal axes as columns, least spread first, in (z, y, x) order."""
-    total = vectors.sum(axis=1, keepdims=True, dtype=np.float64)
-    weights = vectors / np.where(total > 0, total, 1.0)  # an empty grid gets no turn rather than NaNs
-    mean = weights @ _CENTRES
-    covariance = (weights @ _PRODUCTS).reshape(-1, 3, 3) - mean[:, :, None] * mean[:, None, :]
+    moments = np.asarray(vectors, dtype=np.float64) @ _MOMENTS
+    moments = moments[:, 1:] / np.where(moments[:, :1] > 0, moments[:, :1], 1.0)  # an empty grid gets no turn
+    mean = moments[:, :3]
+    covariance = moments[:, 3:].reshape(-1, 3, 3) - mean[:, :, None] * mean[:, None, :]
     return mean, np.linalg.eigh(covariance)[1]  # eigh sorts eigenvalues ascending
 
 

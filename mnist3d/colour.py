@@ -41,17 +41,22 @@ def colour_indices(x: np.ndarray, entries: int) -> np.ndarray:
     return np.minimum(x * entries, entries - 1).astype(dtype)
 
 
-def colour_grids(grids: Sequence[np.ndarray], colormap: str = "Oranges") -> np.ndarray:
+def colour_grids(grids: Sequence[np.ndarray], colormap: str = "Oranges", out: np.ndarray | None = None) -> np.ndarray:
     """Equal-length flat voxel vectors (N, 4096) in [0, 1] to (N, 16, 16, 16, 3 * len(grids)) float32.
 
     Each voxel holds every grid's RGB in turn, so two grids give RGB then the second grid's RGB.
+    `out`, a C-contiguous float32 array of that shape, receives the result instead of a new array.
     """
     grids = [np.asarray(grid).reshape(len(grid), -1) for grid in grids]
     count, voxels = grids[0].shape
     entries = len(colormap_table(colormap))
     table = _joint_table(colormap, len(grids))
     index_dtype = np.min_scalar_type(len(table) - 1)
-    out = np.empty((count, voxels, 3 * len(grids)), dtype=np.float32)
+    shape = (count, GRID, GRID, GRID, 3 * len(grids))
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
     packed = out.view(table.dtype).reshape(count, voxels)
 
     def colour_rows(rows: slice) -> None:
@@ -63,9 +68,9 @@ def colour_grids(grids: Sequence[np.ndarray], colormap: str = "Oranges") -> np.n
         np.take(table, index, out=packed[rows], mode="clip")
 
     for_each_chunk(count, colour_rows)
-    return out.reshape(count, GRID, GRID, GRID, -1)
+    return out
 
 
-def colour_voxels(x: np.ndarray, colormap: str = "Oranges") -> np.ndarray:
-    """Flat voxel vectors (N, 4096) in [0, 1] to RGB grids (N, 16, 16, 16, 3) float32."""
-    return colour_grids([x], colormap)
+def colour_voxels(x: np.ndarray, colormap: str = "Oranges", out: np.ndarray | None = None) -> np.ndarray:
+    """Flat voxel vectors (N, 4096) in [0, 1] to RGB grids (N, 16, 16, 16, 3) float32 (into `out` if given)."""
+    return colour_grids([x], colormap, out)

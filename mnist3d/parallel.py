@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def usable_cores() -> int:
@@ -33,3 +36,19 @@ def for_each_chunk(total: int, work: Callable[[slice], None], chunk: int = 32) -
     with ThreadPoolExecutor(workers) as pool:
         for share in [pool.submit(run, *bounds) for bounds in shares]:
             share.result()  # re-raises a worker's exception here
+
+
+def one_ahead(items: Iterator[T]) -> Iterator[T]:
+    """Yield from `items` while a worker thread already makes the next one, so making overlaps using.
+
+    For blocks that are computed and then written: the write (a syscall and a CRC, both free of the GIL)
+    then runs beside the next block's numpy work instead of after it.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(next, items, _END)
+        while (item := pending.result()) is not _END:
+            pending = pool.submit(next, items, _END)
+            yield item
+
+
+_END = object()

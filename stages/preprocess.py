@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import mnist3d w
 from mnist3d.errors import run_stage
 from mnist3d.files import atomic_path
 from mnist3d.inputs import network_input_blocks
+from mnist3d.parallel import one_ahead
 from mnist3d.params import load_section
 from mnist3d.vectors import VECTORS_FILE, read_vectors, write_processed
 
@@ -21,7 +22,7 @@ def main() -> None:
     with atomic_path(PROCESSED, directory=True) as folder:
         for name, split in splits.items():
             blocks = network_input_blocks(split.x, params["colormap"], params["align"])
-            write_processed(folder / f"{name}.npz", blocks, split.y)
+            write_processed(folder / f"{name}.npz", one_ahead(blocks), split.y)
             print(f"preprocess: {name}: {len(split.y)} grids through {params['colormap']}, align {params['align']}")
 
 

@@ -53,3 +53,12 @@ def test_two_grids_colour_into_interleaved_channels(colormap, monkeypatch):
     assert both.shape == (70, 16, 16, 16, 6) and both.dtype == np.float32
     np.testing.assert_array_equal(both[..., :3], seed_notebook_colour(first, colormap))
     np.testing.assert_array_equal(both[..., 3:], colour_voxels(second, colormap))
+
+
+def test_out_receives_the_grids_and_a_wrong_out_is_refused():
+    x = np.random.default_rng(2).random((4, 4096))
+    out = np.zeros((4, 16, 16, 16, 3), dtype=np.float32)
+    assert colour_voxels(x, "Oranges", out) is out
+    np.testing.assert_array_equal(out, colour_voxels(x, "Oranges"))
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        colour_voxels(x, "Oranges", np.zeros((4, 16, 16, 16, 3), dtype=np.float64))
