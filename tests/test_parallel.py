@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from mnist3d import parallel
-from mnist3d.parallel import for_each_chunk
+from mnist3d.parallel import for_each_chunk, one_ahead
 
 
 @pytest.mark.parametrize("total", [0, 1, 31, 32, 33, 200])
@@ -36,3 +36,26 @@ def test_a_failing_chunk_raises_in_the_caller(monkeypatch):
 
     with pytest.raises(ValueError, match="bad rows"):
         for_each_chunk(128, work, chunk=16)
+
+
+def test_one_ahead_yields_every_item_in_order_and_makes_them_off_the_caller_thread():
+    makers = []
+
+    def items():
+        for number in range(5):
+            makers.append(threading.get_ident())
+            yield number
+
+    assert list(one_ahead(items())) == [0, 1, 2, 3, 4]
+    assert threading.get_ident() not in makers
+
+
+def test_one_ahead_passes_on_the_makers_error():
+    def items():
+        yield 1
+        raise OSError("disk gone")
+
+    made = one_ahead(items())
+    assert next(made) == 1
+    with pytest.raises(OSError, match="disk gone"):
+        next(made)
