@@ -147,6 +147,25 @@ def make_dvc_repo(folder: Path, change_params=None) -> Path:
     return folder
 
 
+def reproduced_repo(folder: Path) -> Path:
+    """A project copy with tiny synthetic params after one `dvc repro`, its outputs and lock committed."""
+    repo = make_dvc_repo(folder, tiny_synthetic)
+    dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "baseline run")
+    return repo
+
+
+def error_line(result: subprocess.CompletedProcess, alone: bool = True) -> str:
+    """Assert exit 1, no traceback and one `error: ` line on stderr (with `alone`, nothing else there); return it."""
+    assert result.returncode == 1, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert not alone or result.stderr.strip().splitlines() == errors, result.stderr
+    return errors[0]
+
+
 def tiny_synthetic(params: dict) -> None:
     """Params for a run of seconds: 1 epoch on 40 + 10 synthetic digits."""
     params["epochs"] = 1

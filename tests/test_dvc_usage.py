@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mnist3d.files import sha256
-from tests.conftest import dvc, git, make_dvc_repo, tiny_synthetic
+from tests.conftest import dvc, git, reproduced_repo
 
 pytestmark = pytest.mark.slow
 CACHED_OUTPUTS = ["data/raw", "data/processed", "models/model.keras", "plots"]  # what dvc push/pull carries
@@ -27,11 +27,8 @@ def checksums(repo: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    """A committed copy of the project with tiny synthetic params after one dvc repro (as in test_pipeline)."""
-    repo = make_dvc_repo(tmp_path_factory.mktemp("usage"), tiny_synthetic)
-    dvc(repo, "repro")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "baseline run")
+    """A committed copy of the project with tiny synthetic params after one dvc repro."""
+    repo = reproduced_repo(tmp_path_factory.mktemp("usage"))
     yield repo
     dvc(repo, "queue", "stop", check=False)  # no worker outlives the test
 

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from mnist3d.vectors import write_processed
-from tests.conftest import TINY_ARCHITECTURE, clean_env, dvc, dvc_env, make_dvc_repo, tiny_zip_bytes
+from tests.conftest import TINY_ARCHITECTURE, clean_env, dvc, dvc_env, error_line, make_dvc_repo, tiny_zip_bytes
 from tests.fake_kaggle import FakeKaggle, write_kaggle_json
 
 SECRET = "planted-secret-key-123"  # the key write_kaggle_json plants
@@ -34,16 +34,6 @@ DELETE = object()  # a param value meaning: remove the key
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
-
-
-def error_line(result: subprocess.CompletedProcess) -> str:
-    """Assert exit 1, no traceback, and stderr that is one `error: ` line and nothing else; return that line."""
-    assert result.returncode == 1, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    assert result.stderr.strip().splitlines() == errors, result.stderr
-    return errors[0]
 
 
 def files_under(folder: Path) -> dict[str, bytes]:
@@ -152,18 +142,17 @@ def test_validation_split_that_leaves_no_training_pairs_is_named(project):
 # --- 6. missing inputs: one line naming the command that makes them ----------------------------------------------------
 
 
-def test_preprocess_without_raw_data_says_run_fetch(project):
-    result, imported = run_tracing_imports(project, "preprocess")
+@pytest.mark.parametrize(
+    ("stage", "missing", "fix"),
+    [
+        ("preprocess", "data/raw/full_dataset_vectors.h5", "dvc repro fetch"),
+        ("train", "data/processed/train.npz", "dvc repro preprocess"),
+    ],
+)
+def test_a_stage_without_its_input_says_which_stage_makes_it(project, stage, missing, fix):
+    result, imported = run_tracing_imports(project, stage)
     line = error_line(result)
-    assert "data/raw/full_dataset_vectors.h5 not found" in line and "dvc repro fetch" in line, line
-    assert sorted(files_under(project.path)) == ["params.yaml"]
-    assert not imported & {"tensorflow", "keras"}
-
-
-def test_train_without_processed_data_says_run_preprocess(project):
-    result, imported = run_tracing_imports(project, "train")
-    line = error_line(result)
-    assert "data/processed/train.npz not found" in line and "dvc repro preprocess" in line, line
+    assert f"{missing} not found" in line and fix in line, line
     assert sorted(files_under(project.path)) == ["params.yaml"]
     assert not imported & {"tensorflow", "keras"}
 

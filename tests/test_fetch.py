@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from mnist3d.vectors import VECTORS_FILE, Split, write_vectors
-from tests.conftest import tiny_split, tiny_zip_bytes, write_tiny_vectors
+from tests.conftest import error_line, tiny_split, tiny_zip_bytes, write_tiny_vectors
 from tests.fake_kaggle import DOWNLOAD_PATH, FakeKaggle, write_kaggle_json
 
 SECRET = "planted-secret-key-123"  # the key write_kaggle_json plants
@@ -34,15 +34,6 @@ def scratch(tmp_path: Path, name: str) -> Path:
     folder = tmp_path / name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def error_line(result) -> str:
-    """Assert the stage failed with exactly one 'error: ' line on stderr and no traceback; return that line."""
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 def assert_nothing_written(project) -> None:
@@ -136,7 +127,7 @@ def test_kaggle_without_credentials_says_how_to_fix_and_sends_nothing(project, t
     """No kaggle.json and no KAGGLE_* credentials: the stage stops before any request and names both fixes."""
     with FakeKaggle(served) as fake:
         result = fetch_kaggle(project, tmp_path, fake, credentials=False, config_dir=config_dir)
-    line = error_line(result)
+    line = error_line(result, alone=False)
     assert "kaggle.json" in line and "credentials" in line
     assert "data.source=synthetic" in line
     assert fake.requests == []
@@ -156,7 +147,7 @@ def test_kaggle_broken_kaggle_json_is_named(project, tmp_path, served, content, 
         env = kaggle_env(tmp_path, fake, credentials=False)
         (tmp_path / "kaggle-config" / "kaggle.json").write_text(content)
         result = project.run("fetch", env=env, timeout=120)
-    line = error_line(result)
+    line = error_line(result, alone=False)
     assert expected in line and "kaggle.json" in line
     assert fake.requests == []
     assert_nothing_written(project)
@@ -187,7 +178,7 @@ def test_kaggle_http_errors_give_one_line_advice(project, tmp_path, served, faul
     with FakeKaggle(served) as fake:
         setattr(fake, fault, code)
         result = fetch_kaggle(project, tmp_path, fake)
-    line = error_line(result)
+    line = error_line(result, alone=False)
     for fragment in expected:
         assert fragment in line
     assert "daavoo/3d-mnist/1" in line
@@ -200,7 +191,7 @@ def test_kaggle_connection_refused_says_so(project, tmp_path, served):
         env = kaggle_env(tmp_path, fake)
     # the server is stopped now, so its port refuses connections
     result = project.run("fetch", env=env, timeout=120)
-    line = error_line(result)
+    line = error_line(result, alone=False)
     assert "could not connect" in line and "data.source=synthetic" in line, line
     assert_nothing_written(project)
 
@@ -211,7 +202,7 @@ def test_kaggle_stalled_server_times_out(project, tmp_path, served):
     with FakeKaggle(served) as fake:
         fake.hang = True
         result = fetch_kaggle(project, tmp_path, fake)
-    line = error_line(result)
+    line = error_line(result, alone=False)
     assert "timed out" in line and "data.timeout" in line
     assert_nothing_written(project)
 
@@ -227,7 +218,7 @@ def test_kaggle_download_cut_short_fails_cleanly(project, tmp_path, served):
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")]))
         result = project.run("fetch", env=env, timeout=120)
     assert len([r for r in fake.requests if r["method"] == "GET"]) > 1  # the client did retry, without waiting
-    assert "was cut short" in error_line(result)
+    assert "was cut short" in error_line(result, alone=False)
     assert_nothing_written(project)
 
 
@@ -248,7 +239,7 @@ def test_kaggle_wrong_archive_is_refused(project, tmp_path, served, body, expect
     }
     with FakeKaggle(bodies[body]()) as fake:
         result = fetch_kaggle(project, tmp_path, fake)
-    assert expected in error_line(result)
+    assert expected in error_line(result, alone=False)
     assert_nothing_written(project)
 
 
@@ -273,7 +264,7 @@ def test_zip_with_entry_outside_the_folder_is_refused(project, tmp_path, source,
         project.set("data.source", "local")
         project.set("data.path", str(path))
         result = project.run("fetch", timeout=120)
-    line = error_line(result)
+    line = error_line(result, alone=False)
     assert "unsafe entry" in line and repr(entry) in line
     assert list(tmp_path.rglob("evil.txt")) == []
     assert not Path("/evil.txt").exists()
@@ -433,7 +424,7 @@ def text_file(folder: Path) -> Path:
 def test_bad_local_copy_is_refused(project, tmp_path, make, expected):
     """A bad data.path fails with one line that names the problem, and data/raw is never created."""
     result = run_local(project, make(scratch(tmp_path, "downloads")))
-    line = error_line(result)
+    line = error_line(result, alone=False)
     for fragment in expected:
         assert fragment in line
     assert_nothing_written(project)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import dvc, git, make_dvc_repo, tiny_synthetic
+from tests.conftest import dvc, reproduced_repo
 
 pytestmark = pytest.mark.slow
 
@@ -17,11 +17,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A fresh clone-like copy of the project with tiny synthetic params, committed, after one dvc repro."""
-    repo = make_dvc_repo(tmp_path_factory.mktemp("repo"), tiny_synthetic)
-    dvc(repo, "repro")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "baseline run")
-    return repo
+    return reproduced_repo(tmp_path_factory.mktemp("repo"))
 
 
 def test_repro_runs_all_five_stages_and_writes_every_output(repo):
