@@ -26,7 +26,7 @@ import yaml  # noqa: E402
 
 from mnist3d.colour import colour_voxels  # noqa: E402
 from mnist3d.sources import copy_local  # noqa: E402
-from mnist3d.vectors import CLOUD_FILES, VECTORS_FILE, read_processed, read_vectors, write_processed  # noqa: E402
+from mnist3d.vectors import CLOUD_FILES, VECTORS_FILE, read_processed, read_vectors  # noqa: E402
 
 # The Colab notebook's recipe: its model, plain Adam at 1e-3, no augmentation, 50 epochs, no test-time views.
 SEED_RECIPE = {
@@ -90,13 +90,11 @@ def time_preprocess(vectors: Path, scratch: Path, preprocess: dict) -> dict[str,
     """
     import h5py
 
-    from mnist3d.inputs import network_input_blocks
-    from mnist3d.parallel import one_ahead
+    from mnist3d.inputs import write_network_inputs
 
     def stage() -> None:  # what stages/preprocess.py does, minus the params and the temp-folder rename
         for name, split in read_vectors(vectors).items():
-            blocks = network_input_blocks(split.x, preprocess["colormap"], preprocess["align"])
-            write_processed(scratch / f"{name}.npz", one_ahead(blocks), split.y)
+            write_network_inputs(scratch / f"{name}.npz", split, preprocess["colormap"], preprocess["align"])
 
     def plain(outputs: dict) -> None:
         with h5py.File(vectors, "r") as h5:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import numpy as np
 
 from mnist3d.align import align_slabs
 from mnist3d.colour import colour_grids
+from mnist3d.parallel import one_ahead
+from mnist3d.vectors import Split, write_processed
 
 RGB = 3  # the first channels are always the grid as the dataset gives it
 
@@ -29,3 +32,8 @@ def network_input_blocks(vectors: np.ndarray, colormap: str, align: str, rows: i
     """
     for start in range(0, len(vectors), rows):
         yield network_inputs(vectors[start : start + rows], colormap, align)
+
+
+def write_network_inputs(path: str | os.PathLike, split: Split, colormap: str, align: str) -> None:
+    """Write a split's network inputs and labels as an NPZ, each block made while the one before is written."""
+    write_processed(path, one_ahead(network_input_blocks(split.x, colormap, align)), split.y)

@@ -7,10 +7,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import mnist3d w
 
 from mnist3d.errors import run_stage
 from mnist3d.files import atomic_path
-from mnist3d.inputs import network_input_blocks
-from mnist3d.parallel import one_ahead
+from mnist3d.inputs import write_network_inputs
 from mnist3d.params import load_section
-from mnist3d.vectors import VECTORS_FILE, read_vectors, write_processed
+from mnist3d.vectors import VECTORS_FILE, read_vectors
 
 RAW = Path("data/raw")
 PROCESSED = Path("data/processed")
@@ -21,8 +20,7 @@ def main() -> None:
     splits = read_vectors(RAW / VECTORS_FILE)
     with atomic_path(PROCESSED, directory=True) as folder:
         for name, split in splits.items():
-            blocks = network_input_blocks(split.x, params["colormap"], params["align"])
-            write_processed(folder / f"{name}.npz", one_ahead(blocks), split.y)
+            write_network_inputs(folder / f"{name}.npz", split, params["colormap"], params["align"])
             print(f"preprocess: {name}: {len(split.y)} grids through {params['colormap']}, align {params['align']}")
 
 
