@@ -60,7 +60,7 @@ def colour_grids(grids: Sequence[np.ndarray], colormap: str = "Oranges", out: np
     packed = out.view(table.dtype).reshape(count, voxels)
 
     def colour_rows(rows: slice) -> None:
-        index = colour_indices(grids[0][rows], entries).astype(index_dtype)
+        index = colour_indices(grids[0][rows], entries).astype(index_dtype, copy=False)
         for grid in grids[1:]:
             index *= entries
             index += colour_indices(grid[rows], entries)
