@@ -8,6 +8,7 @@ in git + DVC copies of the project with tiny synthetic data (marked slow).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -324,8 +325,13 @@ class Watched:
             time.sleep(0.02)
 
     def stage_process(self, script: str) -> psutil.Process:
+        """The Python process running `script`, never the shell around it.
+
+        DVC runs each command through $SHELL or /bin/sh; dash forks rather than execs, and its own command line
+        (`sh -c "python stages/train.py"`) ends with the script too. Killing that shell would orphan the stage.
+        """
         for child in psutil.Process(self.process.pid).children(recursive=True):
-            if any(arg.endswith(script) for arg in child.cmdline()):
+            if any(arg == script or arg.endswith(f"/{script}") for arg in child.cmdline()):
                 return child
         raise AssertionError(f"no {script} process under {self.process.args}")
 
@@ -456,8 +462,8 @@ def test_sigkill_during_train_keeps_no_partial_model_then_repro_recovers(pipelin
     dvc(repo, "repro")
     previous = outputs(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    # Far more epochs than the kill needs: a tiny epoch takes a fraction of a second, and a busy CI machine once
-    # let the last few finish between seeing "Epoch 2" and the kill. With hundreds left the kill always lands mid-run.
+    # Far more epochs than the kill needs: a tiny epoch takes a fraction of a second, so with only a few left the
+    # run could end between seeing "Epoch 2" and the kill. With hundreds left the kill always lands mid-run.
     previous_epochs = params["epochs"]
     params["epochs"] = previous_epochs + 300
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -465,10 +471,12 @@ def test_sigkill_during_train_keeps_no_partial_model_then_repro_recovers(pipelin
     run = Watched([sys.executable, "-m", "dvc", "repro"], repo, dvc_env())
     try:
         run.wait_for(f"Epoch 2/{params['epochs']}")  # epoch 1 is done
-        run.stage_process("stages/train.py").kill()
+        train = run.stage_process("stages/train.py")
+        train.kill()
         assert run.finish() != 0, "dvc repro succeeded although train was killed"
+        assert not train.is_running(), "train outlived its kill"
     finally:
-        if run.process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):  # dvc and anything it left behind, so nothing trains on
             os.killpg(run.process.pid, signal.SIGKILL)
     assert "train: saved" not in run.text(), "train finished before the kill; nothing was interrupted"
     assert_outputs_absent_or_previous(repo, previous)
