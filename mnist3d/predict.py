@@ -20,7 +20,7 @@ from mnist3d import GRID, NUM_CLASSES, VOXELS
 from mnist3d.errors import PipelineError
 from mnist3d.files import atomic_path
 from mnist3d.inputs import network_inputs
-from mnist3d.vectors import SPLITS
+from mnist3d.vectors import SPLITS, finite_bounds
 from mnist3d.voxels import voxelise_batch
 
 DEFAULT_MODEL = Path("models/model.keras")
@@ -72,11 +72,13 @@ def check_vectors(x: np.ndarray, name: str) -> None:
         raise PipelineError(f"{name}: values have dtype {x.dtype}, expected numbers; save the grid as floats")
     if x.ndim != 2 or x.shape[1] != VOXELS or len(x) == 0:
         raise PipelineError(f"{name}: shape {x.shape}, {SHAPES_HELP}")
-    if not np.isfinite(x).all():
+    bounds = finite_bounds(x)
+    if bounds is None:
         raise PipelineError(f"{name}: holds NaN or Inf values; replace them with voxel values in [0, 1]")
-    if x.min() < 0 or x.max() > 1:
+    low, high = bounds
+    if low < 0 or high > 1:
         raise PipelineError(
-            f"{name}: values must lie in [0, 1], found {x.min():.3g}..{x.max():.3g}; divide each grid by its maximum"
+            f"{name}: values must lie in [0, 1], found {low:.3g}..{high:.3g}; divide each grid by its maximum"
         )
     empty = np.flatnonzero(x.max(axis=1) == 0)
     if len(empty):

@@ -27,6 +27,15 @@ class Split:
     y: np.ndarray
 
 
+def finite_bounds(x: np.ndarray) -> tuple[float, float] | None:
+    """The min and max of a non-empty x, or None if it holds NaN or Inf.
+
+    NaN propagates through both and Inf shows in one, so no isfinite pass (and its temporary) is needed.
+    """
+    low, high = x.min(), x.max()
+    return (low, high) if np.isfinite(low) and np.isfinite(high) else None
+
+
 def check_split(x: np.ndarray, y: np.ndarray, name: str) -> None:
     """Raise a PipelineError that names `name` if x or y break the schema."""
     if x.ndim != 2 or x.shape[1] != VOXELS:
@@ -43,9 +52,10 @@ def check_split(x: np.ndarray, y: np.ndarray, name: str) -> None:
         raise PipelineError(f"{name}: labels have dtype {y.dtype}, expected integers")
     if y.min() < 0 or y.max() >= NUM_CLASSES:
         raise PipelineError(f"{name}: labels must lie in 0..{NUM_CLASSES - 1}, found {y.min()}..{y.max()}")
-    low, high = x.min(), x.max()  # NaN propagates through both and Inf shows in one: no isfinite pass needed
-    if not (np.isfinite(low) and np.isfinite(high)):
+    bounds = finite_bounds(x)
+    if bounds is None:
         raise PipelineError(f"{name}: X holds NaN or Inf values; fetch the data again")
+    low, high = bounds
     if low < 0 or high > 1:
         raise PipelineError(f"{name}: X must lie in [0, 1], found {low:.3g}..{high:.3g}")
 

@@ -1,9 +1,9 @@
-"""Processed NPZ files: x streamed in blocks reads back exactly as np.savez would have written it."""
+"""Vector checks, and processed NPZ files: x streamed in blocks reads back exactly as np.savez would write it."""
 
 import numpy as np
 import pytest
 
-from mnist3d.vectors import read_processed, write_processed
+from mnist3d.vectors import finite_bounds, read_processed, write_processed
 
 
 def grids(count: int, channels: int = 6) -> np.ndarray:
@@ -34,3 +34,14 @@ def test_a_whole_array_is_one_block(tmp_path):
 def test_blocks_that_do_not_fit_the_labels_are_refused(tmp_path, blocks, message):
     with pytest.raises(ValueError, match=message):
         write_processed(tmp_path / "bad.npz", blocks, np.arange(3))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_finite_bounds_are_none_for_any_nan_or_inf(bad):
+    x = np.linspace(0, 1, 12).reshape(3, 4)
+    x[2, 1] = bad
+    assert finite_bounds(x) is None
+
+
+def test_finite_bounds_are_the_min_and_max():
+    assert finite_bounds(np.array([[0.25, -2.0], [7.5, 0.0]])) == (-2.0, 7.5)
