@@ -57,7 +57,7 @@ def check_split(x: np.ndarray, y: np.ndarray, name: str) -> None:
         raise PipelineError(f"{name}: X holds NaN or Inf values; fetch the data again")
     low, high = bounds
     if low < 0 or high > 1:
-        raise PipelineError(f"{name}: X must lie in [0, 1], found {low:.3g}..{high:.3g}")
+        raise PipelineError(f"{name}: X must lie in [0, 1], found {low:.3g}..{high:.3g}; fetch the data again")
 
 
 def read_vectors(path: str | os.PathLike) -> dict[str, Split]:

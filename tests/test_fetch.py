@@ -412,7 +412,9 @@ def text_file(folder: Path) -> Path:
         pytest.param(bad_vectors(label_ten), ["test", "labels must lie in 0..9", "..10"], id="label-10"),
         pytest.param(bad_vectors(label_minus_one), ["train", "labels must lie in 0..9", "-1.."], id="label-minus-1"),
         pytest.param(bad_vectors(inf_pixel), ["test", "NaN or Inf"], id="inf-in-x"),
-        pytest.param(bad_vectors(above_one), ["train", "X must lie in [0, 1]", "1.5"], id="above-one"),
+        pytest.param(
+            bad_vectors(above_one), ["train", "X must lie in [0, 1]", "1.5", "fetch the data again"], id="above-one"
+        ),
         pytest.param(bad_vectors(fewer_labels), ["train", "20 rows but y has 17"], id="x-and-y-lengths-differ"),
         pytest.param(bad_vectors(empty_test), ["test", "the split is empty"], id="empty-split"),
         pytest.param(truncated_h5, ["not a readable HDF5 file"], id="h5-cut-in-half"),
