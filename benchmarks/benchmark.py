@@ -140,11 +140,11 @@ def merged(params: dict, recipe: dict) -> dict:
 
 def run_recipe(name: str, params: dict, splits: dict, clouds: Path, peak: float) -> dict:
     """Preprocess, train and evaluate one recipe; returns its row of the table."""
-    from mnist3d.augment import predict_with_views
     from mnist3d.inputs import network_inputs
     from mnist3d.metrics import evaluate_predictions
     from mnist3d.model import forward_flops
     from mnist3d.training import fit
+    from mnist3d.tta import predict_with_views
 
     colormap, aligned = params["preprocess"]["colormap"], params["preprocess"]["align"]
     data = {

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 
 import numpy as np
 
 from mnist3d import GRID
-from mnist3d.inputs import RGB
+from mnist3d.tta import apply_symmetry, cube_symmetries
 from mnist3d.voxels import random_rotations
 
 
@@ -45,26 +44,6 @@ def rotated_copies(clouds: list[np.ndarray], rng: np.random.Generator) -> np.nda
     return vectors
 
 
-def cube_symmetries() -> list[tuple[tuple[int, int, int], tuple[int, ...]]]:
-    """The 48 symmetries of the cube as (axis permutation, flipped axes), the identity first."""
-    return [
-        (perm, tuple(a for a, f in zip(range(3), flips, strict=True) if f))
-        for perm in itertools.permutations(range(3))
-        for flips in itertools.product((0, 1), repeat=3)
-    ]
-
-
-def apply_symmetry(grids: np.ndarray, symmetry: tuple[tuple[int, int, int], tuple[int, ...]]) -> np.ndarray:
-    """Apply one cube symmetry to the dataset channels of grids shaped (N, 16, 16, 16, C).
-
-    Aligned channels (after the first 3) stay as they are: alignment undoes any turn of the grid anyway.
-    """
-    perm, flips = symmetry
-    moved = np.transpose(grids[..., :RGB], (0, *(p + 1 for p in perm), 4))
-    moved = np.flip(moved, axis=tuple(f + 1 for f in flips)) if flips else moved
-    return moved if grids.shape[-1] == RGB else np.concatenate([moved, grids[..., RGB:]], axis=-1)
-
-
 def random_symmetries(grids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Each grid under a cube symmetry drawn at random: exact augmentation when no point clouds exist."""
     symmetries = cube_symmetries()
@@ -74,22 +53,3 @@ def random_symmetries(grids: np.ndarray, rng: np.random.Generator) -> np.ndarray
         rows = np.nonzero(choice == index)[0]
         out[rows] = apply_symmetry(grids[rows], symmetries[index])
     return out
-
-
-def cube_rotations() -> list[tuple[tuple[int, int, int], tuple[int, ...]]]:
-    """The 24 proper rotations among the cube symmetries (determinant +1), the identity first."""
-
-    def determinant(symmetry) -> int:
-        perm, flips = symmetry
-        inversions = sum(perm[i] > perm[j] for i in range(3) for j in range(i + 1, 3))
-        return (-1) ** (inversions + len(flips))
-
-    return [s for s in cube_symmetries() if determinant(s) == 1]
-
-
-def predict_with_views(model, grids: np.ndarray, views: int, batch_size: int) -> np.ndarray:
-    """Class probabilities averaged over the first `views` cube rotations (1 = plain prediction)."""
-    total = 0.0
-    for rotation in cube_rotations()[:views]:
-        total = total + model.predict(apply_symmetry(grids, rotation), batch_size=batch_size, verbose=0)
-    return total / views

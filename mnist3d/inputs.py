@@ -12,8 +12,6 @@ from mnist3d.colour import colour_grids
 from mnist3d.parallel import one_ahead
 from mnist3d.vectors import Split, write_processed
 
-RGB = 3  # the first channels are always the grid as the dataset gives it
-
 
 def network_inputs(vectors: np.ndarray, colormap: str, align: str) -> np.ndarray:
     """Flat vectors (N, 4096) to float32 grids (N, 16, 16, 16, 3), or 6 channels with an aligned copy.

@@ -18,9 +18,9 @@ CONFUSION = Path("metrics/confusion.json")
 def main() -> None:
     params = load_section("evaluate")
 
-    from mnist3d.augment import predict_with_views
     from mnist3d.metrics import confusion_rows, evaluate_predictions
     from mnist3d.model import load_model
+    from mnist3d.tta import predict_with_views
     from mnist3d.vectors import read_processed
 
     x, y = read_processed(PROCESSED_TEST)

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from mnist3d.augment import apply_symmetry, cube_rotations, cube_symmetries, random_symmetries, rotated_copies
+from mnist3d.augment import random_symmetries, rotated_copies
 from mnist3d.training import EpochBatches, fresh_copies
+from mnist3d.tta import apply_symmetry, cube_rotations, cube_symmetries
 from mnist3d.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise_batch
 
 PREPROCESS = {"colormap": "Oranges", "align": "none"}
