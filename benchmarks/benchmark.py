@@ -25,8 +25,9 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from mnist3d.colour import colour_voxels  # noqa: E402
+from mnist3d.readers import read_vectors  # noqa: E402
 from mnist3d.sources import copy_local  # noqa: E402
-from mnist3d.vectors import CLOUD_FILES, VECTORS_FILE, read_processed, read_vectors  # noqa: E402
+from mnist3d.vectors import CLOUD_FILES, VECTORS_FILE, read_processed  # noqa: E402
 
 # The Colab notebook's recipe: its model, plain Adam at 1e-3, no augmentation, 50 epochs, no test-time views.
 SEED_RECIPE = {

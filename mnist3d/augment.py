@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from mnist3d import GRID
 from mnist3d.tta import apply_symmetry, cube_symmetries
 from mnist3d.voxels import random_rotations
-
-
-def read_clouds(path: str | os.PathLike, indices: np.ndarray | None = None) -> list[np.ndarray]:
-    """The `points` of groups "0", "1", ... of a Kaggle point-cloud file, as (3, N) float32 arrays."""
-    import h5py
-
-    with h5py.File(path, "r") as h5:
-        wanted = range(len(h5)) if indices is None else indices
-        # Axis-major layout: every per-axis step below then runs over contiguous memory.
-        return [np.ascontiguousarray(np.asarray(h5[str(i)]["points"], dtype=np.float32).T) for i in wanted]
 
 
 def rotated_copies(clouds: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:

@@ -7,14 +7,43 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+DEBUG = "MNIST3D_DEBUG"  # set to 1 to see the traceback of an unexpected error
 
 
 class PipelineError(Exception):
     """A fault a person can fix; the message names the thing and the fix."""
 
 
-def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main; expected faults exit 1 with one line and no traceback."""
+@contextmanager
+def reading(path: str | os.PathLike) -> Iterator[None]:
+    """Mark what is being read, so an unexpected error inside the block names the file (the innermost wins)."""
+    try:
+        yield
+    except Exception as error:
+        if not isinstance(error, PipelineError) and not hasattr(error, "mnist3d_reading"):
+            error.mnist3d_reading = str(path)
+        raise
+
+
+def unexpected_line(error: BaseException, name: str) -> str:
+    """The one line for an error nobody foresaw: what was being read (or the stage), and how to see more."""
+    where = getattr(error, "mnist3d_reading", None)
+    place = f"while reading {where}" if where else f"in {name}"
+    detail = (str(error).strip().splitlines() or [""])[0][:200]
+    return (
+        f"unexpected {type(error).__name__} {place}" + (f" ({detail})" if detail else "") + "; this is a bug or an "
+        f"input the pipeline does not handle: please report it, and set {DEBUG}=1 to see the traceback"
+    )
+
+
+def run_stage(main: Callable[[], None], name: str | None = None) -> None:
+    """Run a stage's main; expected faults exit 1 with one line and no traceback, and so do unexpected ones.
+
+    With MNIST3D_DEBUG=1 an unexpected error shows its traceback instead.
+    """
+    name = name or f"the {Path(sys.argv[0]).stem} stage"
     try:
         main()
     except PipelineError as error:
@@ -23,6 +52,11 @@ def run_stage(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written, run the stage again", file=sys.stderr)
         sys.exit(130)
+    except Exception as error:  # the last resort: whatever slipped past the checks still ends in one line
+        if os.environ.get(DEBUG) == "1":
+            raise
+        print(f"error: {unexpected_line(error, name)}", file=sys.stderr)
+        sys.exit(1)
 
 
 @contextmanager

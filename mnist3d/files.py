@@ -7,11 +7,66 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from mnist3d.errors import PipelineError
+
+# The real 3D MNIST files are at most ~400 MB once unzipped (the vectors file is the largest); anything declared
+# bigger is refused before it is read or inflated. Raise it with MNIST3D_MAX_FILE_MB (see docs/troubleshooting.md).
+DEFAULT_MAX_FILE_MB = 1024
+
+
+def max_file_bytes() -> int:
+    """The most bytes one input file, zip member, array or dataset may declare: MNIST3D_MAX_FILE_MB, 1024 by default."""
+    value = os.environ.get("MNIST3D_MAX_FILE_MB", "")
+    if not value:
+        return DEFAULT_MAX_FILE_MB << 20
+    if not value.isdigit() or int(value) < 1:
+        raise PipelineError(f"MNIST3D_MAX_FILE_MB must be a positive whole number of megabytes, got {value!r}")
+    return int(value) << 20
+
+
+def check_size(nbytes: int, what: str) -> None:
+    """Refuse `what` if it declares more than max_file_bytes(), before anything of it is read."""
+    limit = max_file_bytes()
+    if nbytes > limit:
+        raise PipelineError(
+            f"{what} declares {nbytes / (1 << 20):,.0f} MB, over the {limit >> 20} MB limit on input files; "
+            "if it is genuine, raise the limit with MNIST3D_MAX_FILE_MB"
+        )
+
+
+def regular_file(path: str | os.PathLike, missing: str) -> Path:
+    """`path` if it is a regular file (symlinks followed); otherwise a PipelineError, `missing` saying what to do.
+
+    Checked with stat before any open, so a FIFO or a device is never opened (a FIFO would block forever).
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise PipelineError(f"{path} not found; {missing}") from None
+    except OSError as error:
+        raise PipelineError(f"{path} cannot be read ({error.strerror}); {missing}") from None
+    if stat.S_ISDIR(mode):
+        raise PipelineError(f"{path} is a directory, not a file; {missing}")
+    if not stat.S_ISREG(mode):
+        raise PipelineError(f"{path} is not a regular file (a pipe, socket or device); {missing}")
+    return path
+
+
+def file_kind(path: str | os.PathLike) -> str | None:
+    """'file', 'directory', 'other' (a FIFO, socket or device) or None if nothing is there; symlinks followed."""
+    try:
+        mode = Path(path).stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return "file" if stat.S_ISREG(mode) else "directory" if stat.S_ISDIR(mode) else "other"
 
 
 def _remove(path: Path) -> None:
@@ -58,6 +113,12 @@ def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[
     write of the same target if its process died without cleaning up.
     """
     target = Path(target)
+    kind = file_kind(target)
+    if kind not in (None, "directory" if directory else "file"):
+        # os.replace would swap a device or a pipe for our file: never write over anything but our own kind of output
+        raise PipelineError(
+            f"{target} exists and is not a regular {'directory' if directory else 'file'}; refusing to replace it"
+        )
     created = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(target)

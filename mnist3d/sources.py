@@ -13,12 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mnist3d.errors import PipelineError
-from mnist3d.files import atomic_path, sha256, write_json
-from mnist3d.vectors import CLOUD_FILES, VECTORS_FILE, read_vectors
+from mnist3d.errors import PipelineError, reading
+from mnist3d.files import atomic_path, check_size, file_kind, regular_file, sha256, write_json
+from mnist3d.readers import read_point_clouds, read_vectors
+from mnist3d.vectors import CLOUD_FILES, VECTORS_FILE
 
 WANTED = (VECTORS_FILE, *CLOUD_FILES.values())
-MANIFEST = "manifest.json"
 NO_CREDENTIALS = (
     "no Kaggle credentials found; put kaggle.json in ~/.kaggle (or set KAGGLE_API_TOKEN, "
     "or KAGGLE_USERNAME and KAGGLE_KEY), or run offline with: dvc exp run -S data.source=synthetic"
@@ -139,47 +139,73 @@ def extract_zip(archive: Path, folder: Path) -> None:
             found = {PurePosixPath(n).name: n for n in names if PurePosixPath(n).name in WANTED}
             if VECTORS_FILE not in found:
                 raise PipelineError(f"{archive} holds no {VECTORS_FILE}; is it the 3D MNIST zip?")
+            for name in found.values():
+                check_size(zipped.getinfo(name).file_size, f"{archive} member {name}")
             for short, name in found.items():
-                with zipped.open(name) as source, open(folder / short, "wb") as target:
-                    shutil.copyfileobj(source, target, 1 << 20)
+                with reading(f"{archive} member {name}"):
+                    inflate(zipped, name, folder / short, f"{archive} member {name}")
     except zipfile.BadZipFile:
         raise PipelineError(f"{archive} is not a valid zip file (damaged or cut short); fetch it again") from None
 
 
+def inflate(zipped: zipfile.ZipFile, name: str, target: Path, what: str) -> None:
+    """Extract one member, stopping as soon as it inflates past the limit, whatever size its header declares."""
+    written = 0
+    with zipped.open(name) as source, open(target, "wb") as out:
+        while block := source.read(1 << 20):
+            written += len(block)
+            check_size(written, f"{what} (inflating)")
+            out.write(block)
+
+
 def copy_local(path: Path, folder: Path) -> None:
-    """Copy the dataset files from a zip, a folder or a bare vectors .h5 into `folder`."""
-    if not path.exists():
+    """Copy the dataset files from a zip, a folder or a bare vectors .h5 into `folder`.
+
+    Only regular files and folders are opened: a FIFO would block the fetch forever.
+    """
+    kind = file_kind(path)
+    if kind is None:
         raise PipelineError(f"data.path {str(path)!r} does not exist; point it at the 3D MNIST zip, folder or .h5")
-    if path.is_dir():
-        if not (path / VECTORS_FILE).is_file():
+    if kind == "other":
+        raise PipelineError(
+            f"data.path {str(path)!r} is not a regular file or folder (a pipe, socket or device); "
+            "point it at the 3D MNIST zip, folder or .h5"
+        )
+    if kind == "directory":
+        if file_kind(path / VECTORS_FILE) is None:
             raise PipelineError(f"data.path folder {path} holds no {VECTORS_FILE}; point it at the 3D MNIST files")
         for name in WANTED:
-            if (path / name).is_file():
-                shutil.copyfile(path / name, folder / name)
+            if file_kind(path / name) is not None:
+                copy_file(path / name, folder / name)
     elif zipfile.is_zipfile(path):
         extract_zip(path, folder)
     elif path.suffix == ".h5":
-        shutil.copyfile(path, folder / VECTORS_FILE)
+        copy_file(path, folder / VECTORS_FILE)
     else:
         raise PipelineError(f"data.path {path} is neither a zip, a folder nor an .h5 file")
 
 
+def copy_file(source: Path, target: Path) -> None:
+    """Copy one dataset file, refusing a non-regular one and one over the size limit before reading it."""
+    source = regular_file(source, "point data.path at the 3D MNIST files")
+    check_size(source.stat().st_size, str(source))
+    shutil.copyfile(source, target)
+
+
 def check_clouds(path: Path) -> None:
-    """Check that a point-cloud file opens and its first group has points and a label."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as h5:
-            first = h5[next(iter(h5))] if len(h5) else None
-            ok = first is not None and "points" in first and first["points"].ndim == 2 and "label" in first.attrs
-    except (OSError, KeyError, ValueError):
-        ok = False
-    if not ok:
-        raise PipelineError(f"{path.name} is not a 3D MNIST point-cloud file; fetch the data again")
+    """Check a point-cloud file's structure, declared sizes and labels; its points are read by training."""
+    _, labels = read_point_clouds(path, rows=[])
+    if labels is None:
+        raise PipelineError(
+            f"{path.name}: some groups have no label; is it a 3D MNIST point-cloud file? fetch it again"
+        )
 
 
-def fetch(section: dict[str, Any], target: str | os.PathLike) -> dict[str, Any]:
-    """Fill `target` with the raw files and a manifest; it appears only once everything checks out."""
+def fetch(section: dict[str, Any], target: str | os.PathLike, manifest_path: str | os.PathLike) -> dict[str, Any]:
+    """Fill `target` with the raw files, then write the manifest; `target` appears only once everything checks out.
+
+    The manifest sits outside `target`: it records data.path, which must not re-run the stages that read the files.
+    """
     source = section["source"]
     manifest: dict[str, Any] = {"source": source}
     with atomic_path(target, directory=True) as folder:
@@ -212,5 +238,5 @@ def fetch(section: dict[str, Any], target: str | os.PathLike) -> dict[str, Any]:
             for p in sorted(folder.iterdir())
             if p.name in WANTED
         }
-        write_json(folder / MANIFEST, manifest)
+    write_json(manifest_path, manifest)
     return manifest

@@ -157,8 +157,9 @@ def fresh_copies(
     """
     from pathlib import Path
 
-    from mnist3d.augment import random_symmetries, read_clouds, rotated_copies
+    from mnist3d.augment import random_symmetries, rotated_copies
     from mnist3d.inputs import network_inputs
+    from mnist3d.readers import read_clouds
 
     if augment == "none":
         return None, None

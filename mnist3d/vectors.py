@@ -36,6 +36,14 @@ def finite_bounds(x: np.ndarray) -> tuple[float, float] | None:
     return (low, high) if np.isfinite(low) and np.isfinite(high) else None
 
 
+def check_labels(y: np.ndarray, name: str) -> None:
+    """Raise a PipelineError that names `name` unless y holds integers in 0..9 (not floats, strings or booleans)."""
+    if not np.issubdtype(y.dtype, np.integer):
+        raise PipelineError(f"{name}: labels have dtype {y.dtype}, expected integers in 0..{NUM_CLASSES - 1}")
+    if len(y) and (y.min() < 0 or y.max() >= NUM_CLASSES):
+        raise PipelineError(f"{name}: labels must lie in 0..{NUM_CLASSES - 1}, found {y.min()}..{y.max()}")
+
+
 def check_split(x: np.ndarray, y: np.ndarray, name: str) -> None:
     """Raise a PipelineError that names `name` if x or y break the schema."""
     if x.ndim != 2 or x.shape[1] != VOXELS:
@@ -48,38 +56,13 @@ def check_split(x: np.ndarray, y: np.ndarray, name: str) -> None:
         raise PipelineError(f"{name}: X has {len(x)} rows but y has {len(y)}; the file is inconsistent, fetch it again")
     if len(x) == 0:
         raise PipelineError(f"{name}: the split is empty; fetch the data again")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise PipelineError(f"{name}: labels have dtype {y.dtype}, expected integers")
-    if y.min() < 0 or y.max() >= NUM_CLASSES:
-        raise PipelineError(f"{name}: labels must lie in 0..{NUM_CLASSES - 1}, found {y.min()}..{y.max()}")
+    check_labels(y, name)
     bounds = finite_bounds(x)
     if bounds is None:
         raise PipelineError(f"{name}: X holds NaN or Inf values; fetch the data again")
     low, high = bounds
     if low < 0 or high > 1:
         raise PipelineError(f"{name}: X must lie in [0, 1], found {low:.3g}..{high:.3g}; fetch the data again")
-
-
-def read_vectors(path: str | os.PathLike) -> dict[str, Split]:
-    """Read and check both splits of a vectors file."""
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"{path} not found; run the fetch stage first (dvc repro fetch)")
-    try:
-        with h5py.File(path, "r") as h5:
-            missing = [k for s in SPLITS for k in (f"X_{s}", f"y_{s}") if k not in h5]
-            if missing:
-                raise PipelineError(f"{path}: missing datasets {', '.join(missing)}; is this full_dataset_vectors.h5?")
-            splits = {s: Split(np.asarray(h5[f"X_{s}"]), np.asarray(h5[f"y_{s}"])) for s in SPLITS}
-    except PipelineError:
-        raise
-    except (OSError, KeyError, ValueError) as error:
-        raise PipelineError(f"{path} is not a readable HDF5 file ({error}); fetch the data again") from None
-    for name, split in splits.items():
-        check_split(split.x, split.y, f"{path.name} {name}")
-    return splits
 
 
 def write_vectors(path: str | os.PathLike, splits: dict[str, Split]) -> None:

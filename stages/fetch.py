@@ -1,4 +1,4 @@
-"""Stage fetch: put the raw 3D MNIST files and a manifest in data/raw/."""
+"""Stage fetch: put the raw 3D MNIST files in data/raw/ and what they are and came from in data/manifest.json."""
 
 import sys
 from pathlib import Path
@@ -10,10 +10,11 @@ from mnist3d.params import load_section
 from mnist3d.sources import fetch
 
 RAW = Path("data/raw")
+MANIFEST = Path("data/manifest.json")  # outside data/raw, which train depends on: data.path must not re-run it
 
 
 def main() -> None:
-    manifest = fetch(load_section("data"), RAW)
+    manifest = fetch(load_section("data"), RAW, MANIFEST)
     print(f"fetch: wrote {RAW} from {manifest['source']}: {manifest['rows']}")
 
 

@@ -13,7 +13,8 @@ from mnist3d.files import atomic_path
 from mnist3d.metrics import confusion_matrix
 from mnist3d.params import load_section
 from mnist3d.plotting import plot_confusion, plot_curves, plot_misclassified, plot_voxel_samples
-from mnist3d.vectors import VECTORS_FILE, read_vectors
+from mnist3d.readers import read_vectors
+from mnist3d.vectors import VECTORS_FILE
 
 LIVE = Path("metrics/live")
 CONFUSION = Path("metrics/confusion.json")

@@ -9,7 +9,8 @@ from mnist3d.errors import run_stage
 from mnist3d.files import atomic_path
 from mnist3d.inputs import write_network_inputs
 from mnist3d.params import load_section
-from mnist3d.vectors import VECTORS_FILE, read_vectors
+from mnist3d.readers import read_vectors
+from mnist3d.vectors import VECTORS_FILE
 
 RAW = Path("data/raw")
 PROCESSED = Path("data/processed")

@@ -359,7 +359,7 @@ def assert_outputs_absent_or_previous(repo: Path, previous: dict) -> None:
 def assert_pipeline_complete(repo: Path) -> None:
     """Every output is in place, agrees with its manifest, and DVC sees nothing left to do."""
     raw = repo / "data" / "raw"
-    manifest = json.loads((raw / "manifest.json").read_text())
+    manifest = json.loads((repo / "data" / "manifest.json").read_text())
     for name, info in manifest["files"].items():
         assert (raw / name).stat().st_size == info["bytes"], name
     for name in ("data/processed/train.npz", "data/processed/test.npz", "models/model.keras"):
@@ -525,7 +525,7 @@ def test_kaggle_key_appears_nowhere_after_a_whole_dvc_repro(tmp_path):
     assert SECRET not in result.stdout + result.stderr
     scanned = [p for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts[len(repo.parts) :][:1]]
     names = {str(p.relative_to(repo)) for p in scanned}
-    assert {"dvc.lock", "params.yaml", "data/raw/manifest.json", "models/model.keras", "metrics/train.json"} <= names
+    assert {"dvc.lock", "params.yaml", "data/manifest.json", "models/model.keras", "metrics/train.json"} <= names
     assert any(".dvc/cache" in name for name in names)  # DVC's cache is scanned too
     for path in scanned:
         assert SECRET.encode() not in path.read_bytes(), path

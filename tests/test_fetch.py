@@ -44,7 +44,7 @@ def assert_nothing_written(project) -> None:
 
 
 def manifest(project) -> dict:
-    return json.loads((project.path / "data" / "raw" / "manifest.json").read_text())
+    return json.loads((project.path / "data" / "manifest.json").read_text())
 
 
 def kaggle_env(tmp_path: Path, fake: FakeKaggle, credentials: bool = True, config_dir: bool = True) -> dict[str, str]:
@@ -86,8 +86,9 @@ def test_kaggle_download_writes_raw_files_and_manifest(project, tmp_path, served
 
     assert result.returncode == 0, result.stderr
     raw = project.path / "data" / "raw"
-    assert sorted(p.name for p in raw.iterdir()) == [VECTORS_FILE, "manifest.json"]
-    assert sorted(p.name for p in (project.path / "data").iterdir()) == ["raw"]  # no .download / .raw temp folders
+    assert sorted(p.name for p in raw.iterdir()) == [VECTORS_FILE]
+    # no .download / .raw temp folders
+    assert sorted(p.name for p in (project.path / "data").iterdir()) == ["manifest.json", "raw"]
 
     served_vectors = zipfile.ZipFile(io.BytesIO(served)).read(VECTORS_FILE)
     extracted = (raw / VECTORS_FILE).read_bytes()
@@ -321,14 +322,14 @@ def test_local_copy_is_fetched(project, tmp_path, make, files):
     result = run_local(project, path)
     assert result.returncode == 0, result.stderr
     raw = project.path / "data" / "raw"
-    assert sorted(p.name for p in raw.iterdir()) == sorted([*files, "manifest.json"])
+    assert sorted(p.name for p in raw.iterdir()) == sorted(files)
     info = manifest(project)
     assert info["source"] == "local" and info["path"] == str(path)
     assert info["rows"] == {"train": 20, "test": 10}
     assert sorted(info["files"]) == sorted(files)
     for name in files:
         assert info["files"][name]["sha256"] == sha256_bytes((raw / name).read_bytes())
-    assert sorted(p.name for p in (project.path / "data").iterdir()) == ["raw"]
+    assert sorted(p.name for p in (project.path / "data").iterdir()) == ["manifest.json", "raw"]
 
 
 def bad_vectors(change: Callable[[Split, Split], None]) -> Callable[[Path], Path]:
@@ -441,4 +442,4 @@ def test_failed_fetch_keeps_the_previous_raw_data(project, tmp_path):
     assert "NaN" in line
     after = {p.name: p.read_bytes() for p in (project.path / "data" / "raw").iterdir()}
     assert after == before
-    assert sorted(p.name for p in (project.path / "data").iterdir()) == ["raw"]
+    assert sorted(p.name for p in (project.path / "data").iterdir()) == ["manifest.json", "raw"]

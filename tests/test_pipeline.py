@@ -21,7 +21,7 @@ def repo(tmp_path_factory) -> Path:
 
 
 def test_repro_runs_all_five_stages_and_writes_every_output(repo):
-    for path in ["data/raw/manifest.json", "data/processed/train.npz", "data/processed/test.npz", "models/model.keras"]:
+    for path in ["data/manifest.json", "data/processed/train.npz", "data/processed/test.npz", "models/model.keras"]:
         assert (repo / path).is_file(), path
     for plot in ["accuracy.png", "loss.png", "confusion.png"]:
         assert (repo / "plots" / plot).read_bytes().startswith(b"\x89PNG"), plot
@@ -31,7 +31,7 @@ def test_repro_runs_all_five_stages_and_writes_every_output(repo):
     confusion = json.loads((repo / "metrics/confusion.json").read_text())
     assert len(confusion) == 20 and set(confusion[0]) == {"actual", "predicted"}
     assert json.loads((repo / "metrics/train.json").read_text())["epochs"] == 1
-    manifest = json.loads((repo / "data/raw/manifest.json").read_text())
+    manifest = json.loads((repo / "data/manifest.json").read_text())
     assert manifest["source"] == "synthetic" and manifest["rows"] == {"train": 80, "test": 20}
 
 

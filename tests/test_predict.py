@@ -230,7 +230,7 @@ BAD = [
     (["v.h5", "--row", "2"], "v.h5: --row 2 is out of range, the input has 2 row(s): use 0..1"),
     (
         ["v.h5", "--model", "nowhere.keras"],
-        "nowhere.keras not found; train one first (dvc repro train) or pass --model",
+        "nowhere.keras not found; run the train stage first (dvc repro train)",
     ),
     (["v.h5", "--model", "damaged.keras"], "damaged.keras is not a loadable Keras model"),
 ]

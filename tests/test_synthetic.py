@@ -4,8 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
+from mnist3d.readers import read_vectors
 from mnist3d.synthetic import render_digit, write_dataset
-from mnist3d.vectors import read_vectors
 from mnist3d.voxels import digit_cloud, voxelise
 
 
