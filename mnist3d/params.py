@@ -1,7 +1,13 @@
-"""Load params.yaml and check each section a stage reads, so typos and bad values fail early."""
+"""Load params.yaml and check all of it whenever a stage starts, so typos and bad values fail early.
+
+Every stage checks every section (a typo in `evaluate` stops `fetch`), yet reads only its own: dvc.yaml's
+`params:` lists decide what re-runs. Every number has an upper bound, so none reaches TensorFlow as a traceback.
+"""
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -9,22 +15,27 @@ from typing import Any
 import yaml
 
 from mnist3d.errors import PipelineError
+from mnist3d.files import regular_file
 
 PARAMS_FILE = Path("params.yaml")
+MAX_PARAMS_BYTES = 1 << 20  # params.yaml is ~3 kB
+MAX_DEPTH = 10  # params.yaml nests 4 deep (architectures.seed.blocks[0])
 
 Check = Callable[[Any], str | None]  # returns what is wrong, or None
 
 
-def _positive_int(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        return "must be a positive integer"
-    return None
+def _int_up_to(high: int, low: int = 1) -> Check:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, bool) and isinstance(value, int) and low <= value <= high:
+            return None
+        return f"must be a positive integer, at most {high:,}" if low == 1 else f"must be an integer from 0 to {high:,}"
+
+    return check
 
 
-def _non_negative_int(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return "must be an integer >= 0"
-    return None
+_positive_int = _int_up_to(1_000_000)  # only where a tighter bound below does not apply
+SEED = _int_up_to(2**32 - 1, low=0)  # what numpy and Keras accept as a seed
+BATCH = _int_up_to(8192)
 
 
 def _int_between(low: int, high: int) -> Check:
@@ -35,10 +46,13 @@ def _int_between(low: int, high: int) -> Check:
     return check
 
 
-def _positive_number(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        return "must be a number > 0"
-    return None
+def _number_up_to(high: float) -> Check:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= high:
+            return f"must be a number > 0 and at most {high:g}"
+        return None
+
+    return check
 
 
 def _fraction(low_open: bool = True) -> Check:
@@ -70,6 +84,9 @@ def _optional_positive_int(value: Any) -> str | None:
     return None if value is None else _positive_int(value)
 
 
+MAX_FILTERS = 1024
+
+
 def _colormap(value: Any) -> str | None:
     import matplotlib
 
@@ -82,9 +99,16 @@ def _blocks(value: Any) -> str | None:
     ok = (
         isinstance(value, list)
         and 0 < len(value) <= 4  # each block halves the 16-voxel grid: 16, 8, 4, 2, 1
-        and all(isinstance(block, list) and block and all(_positive_int(n) is None for n in block) for block in value)
+        and all(
+            isinstance(block, list) and 0 < len(block) <= 8 and all(_int_up_to(MAX_FILTERS)(n) is None for n in block)
+            for block in value
+        )
     )
-    return None if ok else "must be 1 to 4 blocks, each a non-empty list of filter counts, like [[32], [64]]"
+    return (
+        None
+        if ok
+        else f"must be 1 to 4 blocks, each a list of 1 to 8 filter counts up to {MAX_FILTERS}, like [[32], [64]]"
+    )
 
 
 SCHEMAS: dict[str, dict[str, Check]] = {
@@ -93,45 +117,64 @@ SCHEMAS: dict[str, dict[str, Check]] = {
         "dataset": _string,
         "version": _optional_positive_int,
         "path": _string,
-        "timeout": _positive_number,
-        "synthetic_train_digits": _positive_int,
-        "synthetic_test_digits": _positive_int,
-        "seed": _non_negative_int,
+        "timeout": _number_up_to(3600),
+        "synthetic_train_digits": _int_up_to(100_000),
+        "synthetic_test_digits": _int_up_to(100_000),
+        "seed": SEED,
     },
     "preprocess": {"colormap": _colormap, "align": _one_of("none", "plane", "axes")},
     "train": {
-        "batch_size": _positive_int,
-        "learning_rate": _positive_number,
+        "batch_size": BATCH,
+        "learning_rate": _number_up_to(10),
         "validation_split": _fraction(),
-        "seed": _non_negative_int,
+        "seed": SEED,
         "augment": _one_of("none", "clouds", "cube"),
-        "copies_per_epoch": _positive_int,
+        "copies_per_epoch": _int_up_to(100),
         "label_smoothing": _fraction(low_open=False),
         "schedule": _one_of("constant", "cosine"),
-        "distribute": _one_of("none", "mirrored"),
+        "distribute": _one_of("none", "mirrored", "multi_worker"),
     },
     "evaluate": {
-        "batch_size": _positive_int,
-        "tta_views": lambda v: _positive_int(v) or (None if v <= 24 else "must be at most 24"),
+        "batch_size": BATCH,
+        "tta_views": _int_up_to(24),
     },
     "architecture": {
         "blocks": _blocks,
-        "kernel_size": _positive_int,
+        "kernel_size": _int_up_to(16),  # the grid is 16 voxels a side
         "batch_norm": _boolean,
         "head": _one_of("flatten", "global_average"),
-        "dense_units": _non_negative_int,
+        "dense_units": _int_up_to(8192, low=0),
         "dropout": _fraction(low_open=False),
     },
 }
-TOP_LEVEL: dict[str, Check] = {"epochs": _positive_int, "model": _string}
+TOP_LEVEL: dict[str, Check] = {"epochs": _int_up_to(10_000), "model": _string}
+
+
+def _check_structure(text: str, path: str | Path) -> None:
+    """Refuse YAML aliases (which can expand exponentially) and deep nesting, before anything is built."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise PipelineError(f"{path}: YAML anchors and aliases (& and *) are not allowed; write the values out")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise PipelineError(f"{path}: nested more than {MAX_DEPTH} levels deep; see params.yaml's layout")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    """Read params.yaml as a dict; a missing or broken file is a PipelineError."""
+    """Read params.yaml as a dict; a missing, oversized, binary or broken file is a PipelineError."""
+    path = regular_file(path, "run the stage from the project root, or pass a params.yaml")
+    if path.stat().st_size > MAX_PARAMS_BYTES:
+        raise PipelineError(f"{path} is over {MAX_PARAMS_BYTES >> 10} kB, not a params file; check the path")
     try:
-        params = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"{path} not found; run the stage from the project root") from None
+        text = path.read_bytes().decode("utf-8")
+        _check_structure(text, path)
+        params = yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise PipelineError(f"{path} is not a text file; pass a params.yaml") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -159,31 +202,62 @@ def check_section(values: Any, schema: dict[str, Check], where: str) -> dict[str
     return values
 
 
-def load_section(name: str, path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    """Read and check one section of params.yaml."""
+def check_params(params: dict[str, Any]) -> None:
+    """Check every section, top-level key and architecture preset, so any typo stops whichever stage runs first."""
+    known = [*TOP_LEVEL, *(name for name in SCHEMAS if name != "architecture"), "architectures"]
+    for key in params:
+        if key not in known:
+            raise PipelineError(
+                f"params.yaml: unknown section {key!r}; known ones are {', '.join(known)} (fix the typo)"
+            )
+    for name, check in TOP_LEVEL.items():
+        if name not in params:
+            raise PipelineError(f"params.yaml: top-level key {name!r} is missing; add it")
+        problem = check(params[name])
+        if problem:
+            raise PipelineError(f"params.yaml: {name} {problem}, got {params[name]!r}")
+    for name, schema in SCHEMAS.items():
+        if name == "architecture":
+            continue
+        if name not in params:
+            raise PipelineError(f"params.yaml: section {name!r} is missing; add it (see the README's params table)")
+        check_section(params[name], schema, name)
+    presets = params.get("architectures")
+    if not isinstance(presets, dict) or not presets:
+        raise PipelineError("params.yaml: section 'architectures' is missing; add at least the seed preset")
+    if params["model"] not in presets:
+        raise PipelineError(
+            f"params.yaml: model {params['model']!r} is not a preset; use one of {', '.join(sorted(presets))}"
+        )
+    for preset, values in presets.items():
+        check_section(values, SCHEMAS["architecture"], f"architectures.{preset}")
+
+
+@functools.lru_cache(maxsize=4)
+def _checked(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
     params = read_params(path)
-    if name not in params:
-        raise PipelineError(f"params.yaml: section {name!r} is missing; add it (see the README's params table)")
-    return check_section(params[name], SCHEMAS[name], name)
+    check_params(params)
+    return params
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """The whole of params.yaml, checked; read once per process unless the file changes."""
+    path = regular_file(path, "run the stage from the project root, or pass a params.yaml")
+    info = path.stat()
+    return copy.deepcopy(_checked(str(path), info.st_mtime_ns, info.st_size))  # callers may change their copy
+
+
+def load_section(name: str, path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """One section of params.yaml, after checking the whole file."""
+    return load_params(path)[name]
 
 
 def load_top_level(name: str, path: str | Path = PARAMS_FILE) -> Any:
-    """Read and check one top-level key, such as `epochs`."""
-    params = read_params(path)
-    if name not in params:
-        raise PipelineError(f"params.yaml: top-level key {name!r} is missing; add it")
-    problem = TOP_LEVEL[name](params[name])
-    if problem:
-        raise PipelineError(f"params.yaml: {name} {problem}, got {params[name]!r}")
-    return params[name]
+    """One top-level key, such as `epochs`, after checking the whole file."""
+    return load_params(path)[name]
 
 
 def load_architecture(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    """The architecture that the top-level `model` names, checked."""
-    name = load_top_level("model", path)
-    presets = read_params(path).get("architectures")
-    if not isinstance(presets, dict) or not presets:
-        raise PipelineError("params.yaml: section 'architectures' is missing; add at least the seed preset")
-    if name not in presets:
-        raise PipelineError(f"params.yaml: model {name!r} is not a preset; use one of {', '.join(sorted(presets))}")
-    return check_section(presets[name], SCHEMAS["architecture"], f"architectures.{name}")
+    """The architecture that the top-level `model` names, after checking the whole file."""
+    params = load_params(path)
+    return params["architectures"][params["model"]]

@@ -1,5 +1,7 @@
 """params.yaml checks: typos and bad values fail early with one line that names the key."""
 
+import os
+
 import pytest
 import yaml
 
@@ -85,7 +87,10 @@ def test_unknown_model_preset_lists_the_known_ones(params_file):
 
 def test_too_many_blocks_for_a_16_voxel_grid(params_file):
     path = params_file(
-        lambda p: (p.__setitem__("model", "seed"), p["architectures"]["seed"].__setitem__("blocks", [[8]] * 5))
+        lambda p: (
+            p.__setitem__("model", "seed"),
+            p["architectures"]["seed"].__setitem__("blocks", [[8] for _ in range(5)]),
+        )
     )
     with pytest.raises(PipelineError, match="architectures.seed.blocks must be 1 to 4 blocks"):
         load_architecture(path)
@@ -96,3 +101,90 @@ def test_broken_yaml_names_the_line(tmp_path):
     path.write_text("epochs: 5\ntrain: [unclosed\n")
     with pytest.raises(PipelineError, match="not valid YAML at line"):
         load_top_level("epochs", path)
+
+
+# --- every section at every start, and params that would explode -----------------------------------------------------
+
+
+@pytest.mark.parametrize("reader", ["data", "preprocess", "train", "evaluate", "epochs", "architecture"])
+def test_a_typo_in_any_section_stops_every_loader(params_file, reader):
+    """A typo in `evaluate` stops the fetch stage's load of `data`, and so on for every loader."""
+    path = params_file(lambda p: p["evaluate"].__setitem__("tta_view", 4))
+    load = {"epochs": lambda: load_top_level("epochs", path), "architecture": lambda: load_architecture(path)}
+    with pytest.raises(PipelineError, match="unknown key evaluate.tta_view"):
+        load.get(reader, lambda: load_section(reader, path))()
+
+
+def test_an_unused_preset_and_an_unknown_section_are_checked_too(params_file):
+    path = params_file(lambda p: p["architectures"]["seed"].__setitem__("kernel_size", 0))
+    with pytest.raises(PipelineError, match="architectures.seed.kernel_size must be a positive integer"):
+        load_section("data", path)
+    path = params_file(lambda p: p.__setitem__("trian", {"epochs": 3}))
+    with pytest.raises(PipelineError, match="unknown section 'trian'"):
+        load_section("data", path)
+
+
+TOO_BIG = [
+    ("epochs", None, 10**30),
+    ("data", "version", 10**9),
+    ("data", "timeout", 1e9),
+    ("data", "synthetic_train_digits", 10**9),
+    ("data", "synthetic_test_digits", 10**9),
+    ("data", "seed", 2**64),
+    ("train", "batch_size", 10**6),
+    ("train", "learning_rate", 1e6),
+    ("train", "seed", 2**40),
+    ("train", "copies_per_epoch", 10**6),
+    ("evaluate", "batch_size", 10**6),
+    ("evaluate", "tta_views", 25),
+    ("architecture", "kernel_size", 10**4),
+    ("architecture", "dense_units", 10**7),
+    ("architecture", "blocks", [[10**7]]),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "value"), TOO_BIG, ids=[f"{s}.{k}" for s, k, _ in TOO_BIG])
+def test_every_number_has_an_upper_bound(params_file, section, key, value):
+    """No number reaches TensorFlow or numpy so large that it fails there with a traceback (or runs for ever)."""
+
+    def change(p):
+        if key is None:
+            p[section] = value
+        elif section == "architecture":
+            p["architectures"][p["model"]][key] = value
+        else:
+            p[section][key] = value
+
+    path = params_file(change)
+    with pytest.raises(PipelineError, match=r"(at most|up to|from 0 to) [\d,]+"):
+        load_section("data", path)
+
+
+def test_yaml_aliases_are_refused_before_they_expand(tmp_path):
+    """A 'billion laughs' file would take seconds and gigabytes to build; it is refused at the first anchor."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 12)]
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text() + "\n".join(lines) + "\n")
+    with pytest.raises(PipelineError, match="anchors and aliases"):
+        load_section("data", path)
+
+
+def test_deeply_nested_yaml_is_refused(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("epochs: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    with pytest.raises(PipelineError, match="nested more than 10 levels"):
+        load_section("data", path)
+
+
+def test_params_that_is_a_directory_binary_or_a_fifo_is_named(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(256)) * 4)
+    os.mkfifo(tmp_path / "fifo.yaml")
+    for name, message in [
+        ("folder", "is a directory"),
+        ("binary.yaml", "is not a text file"),
+        ("fifo.yaml", "not a regular file"),
+    ]:
+        with pytest.raises(PipelineError, match=message):
+            load_section("data", tmp_path / name)
