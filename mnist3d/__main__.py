@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         for line in predict_file(args.input, args.model, args.split, args.row, args.csv, args.params):
             print(line)
 
-    run_stage(predict)
+    run_stage(predict, "python -m mnist3d predict")
 
 
 if __name__ == "__main__":

@@ -175,7 +175,8 @@ def read_point_clouds(
             check_labels(label_array, f"{path} labels")
         clouds = []
         for i in range(len(groups)) if rows is None else rows:
-            points = np.asarray(groups[str(i)]["points"][()], dtype=dtype)
+            with np.errstate(over="ignore"):  # a value past the dtype's range becomes Inf, refused just below
+                points = np.asarray(groups[str(i)]["points"][()], dtype=dtype)
             if not np.isfinite(points).all():
                 raise PipelineError(f"{path} group {i}: points hold NaN or Inf (as {np.dtype(dtype)}); fetch it again")
             clouds.append(np.ascontiguousarray(points.T))  # axis-major: per-axis work runs over contiguous memory

@@ -1,6 +1,8 @@
 """python -m mnist3d predict: every input goes through the training preprocessing and a tiny saved model."""
 
 import csv
+import os
+import stat
 import subprocess
 import sys
 
@@ -284,3 +286,35 @@ def test_python_m_mnist3d_predict_runs_from_the_project_root(project, tiny_model
     assert len(lines) == 1 and lines[0].startswith("error: bad.npy: shape (2, 2, 2), expected a point cloud"), (
         bad.stderr
     )
+
+
+@pytest.mark.parametrize("target", ["model", "input", "params", "fifo", "folder"])
+def test_csv_never_writes_over_the_model_the_input_params_or_a_non_regular_file(workdir, tiny_model, capsys, target):
+    """--csv naming the model, the input, params.yaml, a FIFO or a folder: one error line, and it is left as it was."""
+    model_copy = workdir.path / "models" / "model.keras"
+    model_copy.parent.mkdir()
+    model_copy.write_bytes(tiny_model[0].read_bytes())
+    write_vectors(workdir.path / "v.h5", {"train": tiny_split(2), "test": tiny_split(2)})
+    os.mkfifo(workdir.path / "pipe.csv")
+    (workdir.path / "out").mkdir()
+    paths = {
+        "model": "models/model.keras",
+        "input": "v.h5",
+        "params": "params.yaml",
+        "fifo": "pipe.csv",
+        "folder": "out",
+    }
+    before = {p: (workdir.path / p).read_bytes() for p in ("models/model.keras", "v.h5", "params.yaml")}
+    assert run_cli("v.h5", "--csv", paths[target]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --csv {paths[target]} ") and len(err.splitlines()) == 1, err
+    assert {p: (workdir.path / p).read_bytes() for p in before} == before
+    assert stat.S_ISFIFO((workdir.path / "pipe.csv").stat().st_mode) and (workdir.path / "out").is_dir()
+
+
+def test_an_existing_csv_is_replaced_atomically(workdir, tiny_model):
+    write_vectors(workdir.path / "v.h5", {"train": tiny_split(2), "test": tiny_split(3)})
+    (workdir.path / "old.csv").write_text("stale\n")
+    assert run_cli("v.h5", "--model", tiny_model[0], "--csv", "old.csv") == 0
+    assert [int(r["index"]) for r in read_csv(workdir.path / "old.csv")] == [0, 1, 2]
+    assert sorted(p.name for p in workdir.path.iterdir() if p.name.startswith(".")) == []  # no temp left behind
