@@ -10,6 +10,7 @@ import numpy as np
 
 from mnist3d import NUM_CLASSES
 from mnist3d.errors import PipelineError, quiet_native_stderr
+from mnist3d.replicas import distribution_strategy, share_batch_statistics
 
 
 def make_deterministic(seed: int) -> None:
@@ -32,16 +33,6 @@ def split_pairs(count: int, validation_split: float, seed: int) -> tuple[np.ndar
         )
     rows = np.stack([2 * pairs, 2 * pairs + 1], axis=1)
     return np.sort(rows[held_out:].ravel()), np.sort(rows[:held_out].ravel())
-
-
-def distribution_strategy(kind: str) -> Any:
-    """`none`: the default strategy. `mirrored`: one replica per visible GPU (or per logical CPU without GPUs)."""
-    import tensorflow as tf
-
-    if kind == "none":
-        return tf.distribute.get_strategy()
-    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-    return tf.distribute.MirroredStrategy([device.name for device in devices])
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int) -> Any:
@@ -132,12 +123,12 @@ def compile_model(
 
 
 def summarise_history(history: dict[str, list[float]]) -> dict[str, Any]:
-    """Final and best train/validation accuracy and loss from a Keras history dict."""
+    """What a sweep compares: epochs run, the last validation accuracy and loss, the epoch of the best accuracy."""
     best = int(np.argmax(history["val_accuracy"]))
     return {
-        "epochs": len(history["loss"]),
-        "final": {key: float(values[-1]) for key, values in history.items()},
-        "best": {"epoch": best + 1, **{key: float(values[best]) for key, values in history.items()}},
+        "epochs": len(history["val_accuracy"]),
+        "final": {"val_accuracy": float(history["val_accuracy"][-1]), "val_loss": float(history["val_loss"][-1])},
+        "best": {"epoch": best + 1, "val_accuracy": float(history["val_accuracy"][best])},
     }
 
 
@@ -186,8 +177,11 @@ def fit(
     clouds_path: Any,
     preprocess: dict[str, Any],
     callbacks: list | tuple = (),
+    strategy: Any = None,
 ) -> tuple[Any, dict[str, list[float]]]:
-    """Build and train a model from the `train` params on preprocessed grids; returns it and its history."""
+    """Build and train a model from the `train` params on preprocessed grids; returns it and its history.
+
+    `strategy` defaults to the one `train.distribute` names; multi_worker's must be made before any TF op."""
     from mnist3d.model import build_model
 
     train_rows, val_rows = split_pairs(len(y), params["validation_split"], params["seed"])
@@ -201,9 +195,10 @@ def fit(
     with quiet_native_stderr():
         make_deterministic(params["seed"])
         val_data = make_dataset(x[val_rows], y[val_rows], params["batch_size"])
-        strategy = distribution_strategy(params["distribute"])
+        strategy = distribution_strategy(params["distribute"]) if strategy is None else strategy
         with strategy.scope():  # variables must be created under the strategy to be mirrored
             model = build_model(architecture, input_shape=x.shape[1:])
+            share_batch_statistics(model, strategy)
             total_steps = epochs * batches.steps()
             compile_model(model, params["learning_rate"], params["label_smoothing"], params["schedule"], total_steps)
     print(

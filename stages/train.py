@@ -1,4 +1,4 @@
-"""Stage train: fit the Conv3D model, save models/model.keras, log per-epoch curves with DVCLive."""
+"""Stage train: fit the Conv3D model, save models/model.keras, log the curves and metrics/train.json every epoch."""
 
 import sys
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import mnist3d when run as stages/train.py
 
 from mnist3d.errors import quiet_native_stderr, run_stage
-from mnist3d.files import atomic_path, write_json
+from mnist3d.files import atomic_path
 from mnist3d.params import load_architecture, load_section, load_top_level
 
 PROCESSED_TRAIN = Path("data/processed/train.npz")
@@ -20,25 +20,38 @@ def main() -> None:
     epochs, architecture, params = load_top_level("epochs"), load_architecture(), load_section("train")
     preprocess = load_section("preprocess")  # fresh copies must be built exactly like the stored grids
 
+    from mnist3d.replicas import read_tf_config
     from mnist3d.vectors import read_processed
 
+    # Across hosts, only the chief writes; every worker trains on the same data and ends with the same weights.
+    task = read_tf_config() if params["distribute"] == "multi_worker" else None
+    chief = task is None or task.is_chief
     x, y = read_processed(PROCESSED_TRAIN)
 
     with quiet_native_stderr():  # importing TensorFlow prints C++ start-up lines that would bury our own
-        from dvclive import Live
-        from dvclive.keras import DVCLiveCallback
+        from mnist3d.replicas import distribution_strategy, weights_digest
 
-        from mnist3d.training import fit, summarise_history
+        strategy = distribution_strategy(params["distribute"])  # before any other TF op, as multi_worker requires
+        from mnist3d.curves import EpochOutputs
+        from mnist3d.training import fit
 
-    with atomic_path(LIVE, directory=True) as live_dir:
-        with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-            model, history = fit(
-                x, y, params, architecture, epochs, TRAIN_CLOUDS, preprocess, [DVCLiveCallback(live=live)]
-            )
+    outputs = EpochOutputs(LIVE, METRICS) if chief else None
+    try:
+        model, history = fit(
+            x, y, params, architecture, epochs, TRAIN_CLOUDS, preprocess, [outputs] if chief else [], strategy
+        )
+    except BaseException:
+        if outputs is not None:
+            outputs.abandon()
+        raise
+    if task:
+        print(f"train: worker {task.index} of {task.workers} ({task.task_type}); weights {weights_digest(model)}")
+    if chief:
         with atomic_path(MODEL) as model_path:
             model.save(model_path)
-    write_json(METRICS, summarise_history(history))
-    print(f"train: saved {MODEL}; final val accuracy {history['val_accuracy'][-1]:.4f}")
+        print(f"train: saved {MODEL}; final val accuracy {history['val_accuracy'][-1]:.4f}")
+    else:
+        print(f"train: done; the chief writes {MODEL}, {LIVE} and {METRICS}, this worker nothing")
 
 
 if __name__ == "__main__":

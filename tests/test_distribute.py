@@ -15,7 +15,8 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from mnist3d.training import distribution_strategy, fit
+from mnist3d.replicas import distribution_strategy
+from mnist3d.training import fit
 
 rng = np.random.default_rng(0)
 x = rng.random((40, 16, 16, 16, 3)).astype(np.float32)
@@ -29,7 +30,9 @@ strategy = distribution_strategy("mirrored")
 # every variable is mirrored on both devices
 kernel = model.get_layer("block1_conv1").kernel.value
 replicas = [v.device for v in kernel.values] if hasattr(kernel, "values") else [kernel.device]
-print(json.dumps({"replicas": strategy.num_replicas_in_sync, "devices": replicas,
+# BatchNorm takes its statistics over the global batch, so both copies of its moving mean agree
+moving_mean = [v.numpy().tolist() for v in model.get_layer("block1_conv1_bn").moving_mean.value.values]
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "devices": replicas, "moving_mean": moving_mean,
                   "loss": history["loss"], "val_accuracy": history["val_accuracy"]}))
 """
 
@@ -43,5 +46,7 @@ def test_mirrored_strategy_trains_on_two_logical_devices():
     assert report["replicas"] == 2
     assert len(report["devices"]) == 2 and report["devices"][0] != report["devices"][1]
     assert "2 replica(s)" in result.stdout
+    first, second = report["moving_mean"]
+    assert first == second and first != [0.0] * 4  # trained, and the same on both devices
     assert len(report["loss"]) == 1 and 0.0 < report["loss"][0] < 10.0
     assert 0.0 <= report["val_accuracy"][0] <= 1.0

@@ -457,10 +457,12 @@ def test_sigkill_during_preprocess_keeps_the_previous_output_then_repro_recovers
 
 @pytest.mark.slow
 def test_sigkill_during_train_keeps_no_partial_model_then_repro_recovers(pipeline_repo):
-    """The train process under `dvc repro` is killed (as the OOM killer would) after its first epoch."""
+    """The train process under `dvc repro` is killed (as the OOM killer would) after its first epoch.
+
+    The model is written whole or not at all; the curves and train.json, written every epoch, are left partial."""
     repo = pipeline_repo
     dvc(repo, "repro")
-    previous = outputs(repo)
+    previous, lock = outputs(repo), (repo / "dvc.lock").read_text()
     params = yaml.safe_load((repo / "params.yaml").read_text())
     # Far more epochs than the kill needs: a tiny epoch takes a fraction of a second, so with only a few left the
     # run could end between seeing "Epoch 2" and the kill. With hundreds left the kill always lands mid-run.
@@ -479,7 +481,16 @@ def test_sigkill_during_train_keeps_no_partial_model_then_repro_recovers(pipelin
         with contextlib.suppress(ProcessLookupError):  # dvc and anything it left behind, so nothing trains on
             os.killpg(run.process.pid, signal.SIGKILL)
     assert "train: saved" not in run.text(), "train finished before the kill; nothing was interrupted"
-    assert_outputs_absent_or_previous(repo, previous)
+    after = outputs(repo)
+    for name in ("data/raw", "data/processed", "models/model.keras"):
+        assert after[name] is None or after[name] == previous[name], f"{name} changed although train was killed"
+    # The curves and train.json are the killed run's, written up to its last epoch: DVC deleted the previous ones
+    # before running train and records none of these in dvc.lock.
+    logged = json.loads((repo / "metrics" / "train.json").read_text())["epochs"]
+    assert 1 <= logged < params["epochs"], logged
+    curve = (repo / "metrics" / "live" / "plots" / "metrics" / "train" / "accuracy.tsv").read_text().splitlines()
+    assert 1 <= len(curve) - 1 < params["epochs"], curve
+    assert (repo / "dvc.lock").read_text() == lock, "dvc.lock recorded the killed run"
 
     params["epochs"] = previous_epochs + 2  # still a change, so train must run again, but a short one
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

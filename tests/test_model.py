@@ -65,10 +65,11 @@ def test_summarise_history_picks_the_best_validation_epoch():
         "val_loss": [2.1, 1.2, 1.5],
         "val_accuracy": [0.2, 0.7, 0.6],
     }
-    summary = summarise_history(history)
-    assert summary["epochs"] == 3
-    assert summary["best"]["epoch"] == 2 and summary["best"]["val_accuracy"] == 0.7
-    assert summary["final"]["val_accuracy"] == 0.6
+    assert summarise_history(history) == {  # only what a sweep compares, so `dvc exp show` stays narrow
+        "epochs": 3,
+        "final": {"val_accuracy": 0.6, "val_loss": 1.5},
+        "best": {"epoch": 2, "val_accuracy": 0.7},
+    }
 
 
 def test_forward_flops_counts_conv_and_dense_multiply_adds():
