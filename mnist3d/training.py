@@ -148,7 +148,7 @@ def fresh_copies(
     """
     from pathlib import Path
 
-    from mnist3d.augment import random_symmetries, rotated_copies
+    from mnist3d.augment import RotatedCopies, random_symmetries
     from mnist3d.inputs import network_inputs
     from mnist3d.readers import read_clouds
 
@@ -159,10 +159,10 @@ def fresh_copies(
         path = Path(clouds_path)
         clouds = read_clouds(path) if path.is_file() else []
         if len(clouds) * 2 == len(y):
-            clouds = [clouds[i] for i in cloud_ids]
-            print(f"train: augmenting with {len(clouds)} fresh rotated copies of the point clouds per epoch")
+            rotated_copies = RotatedCopies([clouds[i] for i in cloud_ids])
+            print(f"train: augmenting with {len(cloud_ids)} fresh rotated copies of the point clouds per epoch")
             colormap, aligned = preprocess["colormap"], preprocess["align"]
-            return (lambda rng: network_inputs(rotated_copies(clouds, rng), colormap, aligned)), y[2 * cloud_ids]
+            return (lambda rng: network_inputs(rotated_copies(rng), colormap, aligned)), y[2 * cloud_ids]
         print(f"train: {path} missing or not paired with the vectors; augmenting with cube symmetries instead")
     rotated = x[2 * cloud_ids + 1]
     return (lambda rng: random_symmetries(rotated, rng)), y[2 * cloud_ids + 1]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mnist3d.augment import random_symmetries, rotated_copies
+from mnist3d.augment import RotatedCopies, random_symmetries
 from mnist3d.training import EpochBatches, fresh_copies
 from mnist3d.tta import apply_symmetry, cube_rotations, cube_symmetries
 from mnist3d.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise_batch
@@ -25,9 +25,8 @@ def clouds():
 
 def test_rotated_copies_are_valid_vectors_and_seeded(clouds):
     axis_major = [np.ascontiguousarray(c.T, dtype=np.float32) for c in clouds]
-    first = rotated_copies(axis_major, np.random.default_rng(5))
-    again = rotated_copies(axis_major, np.random.default_rng(5))
-    other = rotated_copies(axis_major, np.random.default_rng(6))
+    make = RotatedCopies(axis_major)
+    first, again, other = (make(np.random.default_rng(seed)) for seed in (5, 5, 6))
     assert first.shape == (3, 4096)
     np.testing.assert_array_equal(first.max(axis=1), 1.0)
     assert first.min() == 0.0
@@ -38,7 +37,7 @@ def test_rotated_copies_are_valid_vectors_and_seeded(clouds):
 def test_rotated_copies_match_the_exact_generator_in_distribution(clouds):
     """The fast path and the dataset procedure give grids with the same occupancy, over many draws."""
     many = clouds * 40
-    fast = rotated_copies([np.ascontiguousarray(c.T, dtype=np.float32) for c in many], np.random.default_rng(0))
+    fast = RotatedCopies([np.ascontiguousarray(c.T, dtype=np.float32) for c in many])(np.random.default_rng(0))
     rng = np.random.default_rng(1)
     exact = voxelise_batch(
         [rotate_with_noise(c, r, rng) for c, r in zip(many, random_rotations(rng, len(many)), strict=True)]
