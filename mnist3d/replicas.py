@@ -88,17 +88,21 @@ def _keras_multi_worker_strategy() -> Any:
 
     class KerasMultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
         def reduce(self, reduce_op, value, axis):
-            """Reduce each value of a nest; Keras asks for axis 0 of scalar logs, which means across replicas."""
-
-            def one(item):
-                first = item.values[0] if isinstance(item, tf.distribute.DistributedValues) else item
-                return super(KerasMultiWorkerStrategy, self).reduce(reduce_op, item, axis if first.shape.rank else None)
-
-            return tf.nest.map_structure(one, value)
+            """Keras asks for axis 0 of scalar logs, which means across replicas."""
+            if isinstance(value, (tuple, list, dict)):
+                # Keras "reduces" a whole input batch only to learn its shapes before the first step. This host's
+                # share tells the same, without a collective that fails when the hosts' shares differ in size.
+                return tf.nest.map_structure(lambda item: self.experimental_local_results(item)[0], value)
+            first = self.experimental_local_results(value)[0]
+            return super().reduce(reduce_op, value, axis if first.shape.rank else None)
 
         def experimental_distribute_dataset(self, dataset, options=None):
             """Shard by batch: our datasets come from a generator and arrays, not files that could be split per host.
             Every worker builds the same seeded batches and keeps its own part of each global batch."""
+            replicas = self.num_replicas_in_sync
+            # A last batch with fewer samples than replicas would leave a replica none, which fails the step on
+            # every host; it is dropped instead (at most replicas - 1 samples an epoch).
+            dataset = dataset.filter(lambda grids, labels: tf.shape(grids)[0] >= replicas)
             shard = tf.data.Options()
             shard.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
             return super().experimental_distribute_dataset(dataset.with_options(shard), options)
