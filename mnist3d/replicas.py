@@ -21,6 +21,7 @@ class ClusterTask:
     task_type: str
     index: int
     workers: int  # every training task, the chief included
+    address: str = ""  # host:port where this task listens
     has_chief: bool = False
 
     @property
@@ -65,7 +66,7 @@ def read_tf_config(environ: dict[str, str] | None = None) -> ClusterTask:
             f'give this host its own "type" and "index" ({SEE_DOCS})'
         )
     workers = sum(len(addresses) for addresses in cluster.values())
-    return ClusterTask(task_type, index, workers, has_chief="chief" in cluster)
+    return ClusterTask(task_type, index, workers, cluster[task_type][index], has_chief="chief" in cluster)
 
 
 def distribution_strategy(kind: str) -> Any:
@@ -76,8 +77,14 @@ def distribution_strategy(kind: str) -> Any:
     if kind == "none":
         return tf.distribute.get_strategy()
     if kind == "multi_worker":
-        read_tf_config()  # one clear line instead of TensorFlow's traceback
-        return _keras_multi_worker_strategy()
+        task = read_tf_config()  # one clear line instead of TensorFlow's traceback
+        try:
+            return _keras_multi_worker_strategy()
+        except tf.errors.UnknownError as error:  # TensorFlow's only word for a port it cannot listen on
+            raise PipelineError(
+                f"TF_CONFIG: this host's worker could not start at {task.address} ({error.message}); "
+                "free that port or give this host another, the same in every host's TF_CONFIG"
+            ) from None
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     return tf.distribute.MirroredStrategy([device.name for device in devices])
 

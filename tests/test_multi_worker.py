@@ -56,6 +56,20 @@ def test_multi_worker_train_without_tf_config_is_one_line_and_writes_nothing(pro
     assert sorted(p.name for p in project.path.iterdir()) == ["params.yaml"]
 
 
+def test_a_port_in_use_is_named_in_one_line(project):
+    processed = project.path / "data" / "processed"
+    processed.mkdir(parents=True)
+    write_processed(processed / "train.npz", np.zeros((4, 16, 16, 16, 3), dtype=np.float32), np.arange(4))
+    project.set("train.distribute", "multi_worker")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        address = f"127.0.0.1:{busy.getsockname()[1]}"
+        line = error_line(project.run("train", env=tf_config({"worker": [address]})))
+    assert address in line and "could not start" in line and "port" in line, line
+    assert sorted(p.name for p in project.path.iterdir()) == ["data", "params.yaml"]
+
+
 def free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     for sock in sockets:
