@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from functools import cache
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from mnist3d import NUM_CLASSES
 from mnist3d.vectors import CLOUD_FILES, VECTORS_FILE, Split, write_vectors
-from mnist3d.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise_batch
+from mnist3d.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise
 
 # Fonts that ship inside matplotlib, so rendering needs nothing from the network or the system.
 FONTS = (
@@ -31,7 +33,7 @@ FONTS = (
 SIDE = 28  # MNIST image side
 BOX = 20  # MNIST fits each digit into a 20x20 box inside the 28x28 image
 SUPERSAMPLE = 4  # sub-pixels per pixel side, for anti-aliased grey edges
-CHUNK = 250  # clouds voxelised at once: bounds memory, shows progress
+CHUNK = 250  # digits a worker makes at once: bounds memory, shows progress
 
 
 @cache
@@ -100,44 +102,64 @@ def render_digit(digit: int, rng: np.random.Generator) -> np.ndarray:
     return mask.reshape(SIDE, SUPERSAMPLE, SIDE, SUPERSAMPLE).mean(axis=(1, 3))
 
 
-def make_split(count: int, rng: np.random.Generator, label: str = "") -> tuple[Split, list[dict]]:
-    """Vectors for `count` digits (original, then rotated copy) and their clouds, as the dataset lays them out."""
+def make_digits(seed: int, split: int, chunk: int, count: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """`count` digits of one chunk: their vectors (original, then rotated copy), labels and clouds.
+
+    Each chunk draws from its own generator, seeded by (seed, split, chunk), so the data does not depend on how
+    many worker processes made the chunks or in which order they finished.
+    """
+    rng = np.random.default_rng([seed, split, chunk])
     labels = rng.integers(0, NUM_CLASSES, count)
-    vectors, clouds = [], []
-    for start in range(0, count, CHUNK):
-        batch = []
-        for digit in labels[start : start + CHUNK]:
-            image = np.pad(render_digit(int(digit), rng), 1)
-            batch.append({"img": image, "points": digit_cloud(image), "label": int(digit)})
-        rotations = random_rotations(rng, len(batch))
-        rotated = [rotate_with_noise(item["points"], r, rng) for item, r in zip(batch, rotations, strict=True)]
-        originals = voxelise_batch([item["points"] for item in batch])
-        pairs = np.stack([originals, voxelise_batch(rotated)], axis=1)  # row 2i original, 2i+1 rotated
-        vectors.append(pairs.reshape(-1, pairs.shape[-1]))
-        clouds.extend(batch)
-        print(f"synthetic {label}: {len(clouds)}/{count} digits", file=sys.stderr, flush=True)
-    return Split(np.concatenate(vectors), np.repeat(labels, 2)), clouds
+    clouds, vectors = [], []
+    for digit, rotation in zip(labels, random_rotations(rng, count), strict=True):
+        image = np.pad(render_digit(int(digit), rng), 1)
+        cloud = digit_cloud(image)
+        vectors += [voxelise(cloud), voxelise(rotate_with_noise(cloud, rotation, rng))]  # row 2i original, 2i+1 rotated
+        clouds.append({"img": image, "points": cloud, "label": int(digit)})
+    return np.stack(vectors), np.repeat(labels, 2), clouds
 
 
-def write_clouds(path: str | os.PathLike, clouds: list[dict]) -> None:
-    """Write clouds in the Kaggle point-cloud schema: one group per sample with points, img and a label attr."""
-    import h5py
-
-    with h5py.File(path, "w") as h5:
-        for index, cloud in enumerate(clouds):
-            group = h5.create_group(str(index))
-            group.create_dataset("points", data=cloud["points"])
-            group.create_dataset("img", data=cloud["img"])
-            group.attrs["label"] = np.int64(cloud["label"])
+def write_clouds(group_parent, clouds: list[dict], first: int) -> None:
+    """Add clouds in the Kaggle point-cloud schema, numbered from `first`: a group each with points, img, a label."""
+    for index, cloud in enumerate(clouds, start=first):
+        group = group_parent.create_group(str(index))
+        group.create_dataset("points", data=cloud["points"])
+        group.create_dataset("img", data=cloud["img"])
+        group.attrs["label"] = np.int64(cloud["label"])
 
 
 def write_dataset(folder: str | os.PathLike, train_digits: int, test_digits: int, seed: int) -> None:
-    """Write the three Kaggle files for a synthetic dataset; the same seed gives the same bytes of data."""
-    rng = np.random.default_rng(seed)
+    """Write the three Kaggle files for a synthetic dataset; the same seed gives the same bytes of data.
+
+    Chunks of CHUNK digits are made on every core by worker processes (rendering is pure numpy and matplotlib,
+    so threads would share one core), and each chunk's clouds are written as it arrives.
+    """
+    import h5py
+
     folder = Path(folder)
-    splits, clouds = {}, {}
-    for name, count in (("train", train_digits), ("test", test_digits)):
-        splits[name], clouds[name] = make_split(count, rng, name)
+    counts = {"train": train_digits, "test": test_digits}
+    starts = {name: range(0, count, CHUNK) for name, count in counts.items()}
+    jobs = [
+        (seed, split, chunk, min(CHUNK, counts[name] - start))
+        for split, name in enumerate(counts)
+        for chunk, start in enumerate(starts[name])
+    ]
+    workers = min(len(os.sched_getaffinity(0)), len(jobs))
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else None
+    made = pool.map(make_digits, *zip(*jobs, strict=True)) if pool else (make_digits(*job) for job in jobs)
+    splits = {}
+    try:
+        for name, count in counts.items():
+            vectors, labels = [], []
+            with h5py.File(folder / CLOUD_FILES[name], "w") as h5:
+                for start in starts[name]:
+                    x, y, clouds = next(made)
+                    write_clouds(h5, clouds, start)
+                    vectors.append(x)
+                    labels.append(y)
+                    print(f"synthetic {name}: {start + len(clouds)}/{count} digits", file=sys.stderr, flush=True)
+            splits[name] = Split(np.concatenate(vectors), np.concatenate(labels))
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
     write_vectors(folder / VECTORS_FILE, splits)
-    for name, path in CLOUD_FILES.items():
-        write_clouds(folder / path, clouds[name])

@@ -77,32 +77,24 @@ def rotate_with_noise(cloud: np.ndarray, rotation: np.ndarray, rng: np.random.Ge
     return rotated + rng.uniform(-1.0, 1.0, rotated.shape) * spread
 
 
-def voxelise_batch(clouds: list[np.ndarray], grid: int = GRID) -> np.ndarray:
-    """Voxel vectors (B, grid^3) for several clouds: counts per voxel over each cloud's max.
-
-    Matches the dataset's VoxelGrid exactly: a cube box of min/max +- 0.001, and bins as
-    np.searchsorted on np.linspace edges, so points on an edge fall in the lower bin.
-    """
-    sizes = np.array([len(c) for c in clouds])
-    points = np.concatenate(clouds).astype(np.float64, copy=False)
-    owner = np.repeat(np.arange(len(clouds)), sizes)
-    low = np.stack([c.min(axis=0) for c in clouds]) - 0.001
-    high = np.stack([c.max(axis=0) for c in clouds]) + 0.001
-    pad = (high - low).max(axis=1, keepdims=True) - (high - low)
-    low, high = low - pad / 2, high + pad / 2
-    step = (high - low) / grid
-    point_low, point_step = low[owner], step[owner]
-    index = np.clip(np.floor((points - point_low) / point_step).astype(np.int64), 0, grid - 1)
-    # np.linspace builds edge i as i * step + low; searchsorted puts a point equal to an edge below it.
-    below_edge = points <= index * point_step + point_low
-    index -= below_edge & (index > 0)
-    above_edge = (points > (index + 1) * point_step + point_low) & (index < grid - 1)
-    index += above_edge
-    flat = index[:, 0] + grid * index[:, 1] + grid * grid * index[:, 2]
-    counts = np.bincount(owner * grid**3 + flat, minlength=len(clouds) * grid**3).reshape(len(clouds), grid**3)
-    return counts / counts.max(axis=1, keepdims=True)
-
-
 def voxelise(cloud: np.ndarray, grid: int = GRID) -> np.ndarray:
-    """The voxel vector (grid^3,) of one cloud."""
-    return voxelise_batch([cloud], grid)[0]
+    """The voxel vector (grid^3,) of one (N, 3) cloud: point counts per voxel over the largest count.
+
+    The dataset's VoxelGrid exactly: a box of min/max +- 0.001 grown to a cube, cut into `grid` bins per axis by
+    np.linspace edges, each point binned by np.searchsorted (so a point on an edge falls in the lower bin).
+    """
+    axes = np.array(np.asarray(cloud, dtype=np.float64).T, order="C")  # one row per axis: reductions run contiguous
+    low, high = axes.min(axis=1) - 0.001, axes.max(axis=1) + 0.001
+    pad = (high - low).max() - (high - low)
+    low, high = low - pad / 2, high + pad / 2
+    flat = np.zeros(axes.shape[1], dtype=np.int64)
+    for axis, stride in enumerate((1, grid, grid * grid)):  # flat index x + 16 y + 256 z
+        edges = np.linspace(low[axis], high[axis], grid + 1)
+        flat += stride * np.clip(np.searchsorted(edges, axes[axis]) - 1, 0, grid - 1)
+    counts = np.bincount(flat, minlength=grid**3)
+    return counts / counts.max()
+
+
+def voxelise_batch(clouds: list[np.ndarray], grid: int = GRID) -> np.ndarray:
+    """Voxel vectors (B, grid^3) of several clouds, one at a time: each cloud's points stay in the cache."""
+    return np.stack([voxelise(cloud, grid) for cloud in clouds])

@@ -4,6 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
+from mnist3d import synthetic
 from mnist3d.readers import read_vectors
 from mnist3d.synthetic import render_digit, write_dataset
 from mnist3d.voxels import digit_cloud, voxelise
@@ -59,6 +60,23 @@ def test_same_seed_same_data_other_seed_other_data(dataset, tmp_path):
     np.testing.assert_array_equal(same.y, original.y)
     write_dataset(tmp_path, train_digits=12, test_digits=6, seed=8)
     assert not np.array_equal(read_vectors(tmp_path / "full_dataset_vectors.h5")["train"].x, original.x)
+
+
+def test_worker_processes_write_the_same_data_as_one_process(tmp_path, monkeypatch):
+    """Each chunk of digits has its own seed, so how many processes make the chunks changes nothing."""
+    monkeypatch.setattr(synthetic, "CHUNK", 5)  # 12 + 6 digits in five chunks
+    made = {}
+    for cores in ({0}, {0, 1}):  # in this process, then two spawned workers
+        monkeypatch.setattr(synthetic.os, "sched_getaffinity", lambda pid, cores=cores: cores)
+        folder = tmp_path / str(len(cores))
+        folder.mkdir()
+        write_dataset(folder, train_digits=12, test_digits=6, seed=7)
+        made[len(cores)] = read_vectors(folder / "full_dataset_vectors.h5")
+        with h5py.File(folder / "test_point_clouds.h5") as h5:
+            assert sorted(h5, key=int) == [str(i) for i in range(6)]
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(made[1][split].x, made[2][split].x)
+        np.testing.assert_array_equal(made[1][split].y, made[2][split].y)
 
 
 def test_rendered_digits_look_like_mnist():
