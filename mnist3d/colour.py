@@ -8,9 +8,6 @@ from functools import cache
 import numpy as np
 
 from mnist3d import GRID
-from mnist3d.parallel import for_each_chunk
-
-RGB_BYTES = 3 * 4  # one float32 RGB triple
 
 
 @cache
@@ -20,19 +17,6 @@ def colormap_table(name: str) -> np.ndarray:
 
     colormap = matplotlib.colormaps[name]
     return colormap(np.arange(colormap.N))[:, :3].astype(np.float32)
-
-
-@cache
-def _joint_table(name: str, grids: int) -> np.ndarray:
-    """One row per combination of `grids` colour entries, holding their RGB triples side by side, as void items.
-
-    Row i * N + j of the two-grid table is entry i's RGB then entry j's, so one take colours both grids
-    straight into interleaved channels: no second pass to concatenate them.
-    """
-    table = colormap_table(name)
-    combinations = np.indices((len(table),) * grids).reshape(grids, -1)
-    rows = np.concatenate([table[entry] for entry in combinations], axis=1)
-    return np.ascontiguousarray(rows).view(np.dtype((np.void, RGB_BYTES * grids))).ravel()
 
 
 def colour_indices(x: np.ndarray, entries: int) -> np.ndarray:
@@ -47,27 +31,16 @@ def colour_grids(grids: Sequence[np.ndarray], colormap: str = "Oranges", out: np
     Each voxel holds every grid's RGB in turn, so two grids give RGB then the second grid's RGB.
     `out`, a C-contiguous float32 array of that shape, receives the result instead of a new array.
     """
-    grids = [np.asarray(grid).reshape(len(grid), -1) for grid in grids]
-    count, voxels = grids[0].shape
-    entries = len(colormap_table(colormap))
-    table = _joint_table(colormap, len(grids))
-    index_dtype = np.min_scalar_type(len(table) - 1)
-    shape = (count, GRID, GRID, GRID, 3 * len(grids))
+    table = colormap_table(colormap)
+    # (N, 4096, grids): taking table rows for these gives (N, 4096, grids, 3), each voxel's RGBs side by side.
+    index = np.stack([colour_indices(np.asarray(grid).reshape(len(grid), -1), len(table)) for grid in grids], axis=-1)
+    shape = (len(index), GRID, GRID, GRID, 3 * len(grids))
     if out is None:
         out = np.empty(shape, dtype=np.float32)
     elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
-    packed = out.view(table.dtype).reshape(count, voxels)
-
-    def colour_rows(rows: slice) -> None:
-        index = colour_indices(grids[0][rows], entries).astype(index_dtype, copy=False)
-        for grid in grids[1:]:
-            index *= entries
-            index += colour_indices(grid[rows], entries)
-        # Indices are in range by construction; mode="clip" skips the bounds-checked path, which copies `out`.
-        np.take(table, index, out=packed[rows], mode="clip")
-
-    for_each_chunk(count, colour_rows)
+    # Indices are in range by construction; mode="clip" skips the checked mode's buffered copy of `out`.
+    np.take(table, index, axis=0, out=out.reshape(*index.shape, 3), mode="clip")
     return out
 
 

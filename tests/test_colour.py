@@ -4,7 +4,6 @@ import matplotlib
 import numpy as np
 import pytest
 
-from mnist3d import parallel
 from mnist3d.colour import colour_grids, colour_indices, colour_voxels
 
 
@@ -43,9 +42,8 @@ def test_reshape_puts_flat_index_x_fastest():
 
 
 @pytest.mark.parametrize("colormap", ["Oranges", "twilight"])
-def test_two_grids_colour_into_interleaved_channels(colormap, monkeypatch):
-    """One joint-table take gives each grid's RGB side by side, across chunks and worker threads."""
-    monkeypatch.setattr(parallel, "usable_cores", lambda: 2)
+def test_two_grids_colour_into_interleaved_channels(colormap):
+    """One take gives each grid's RGB side by side: the first grid's RGB, then the second's."""
     rng = np.random.default_rng(1)
     first, second = rng.random((70, 4096)), rng.random((70, 4096))
     first[:, :2] = second[:, :2] = [0.0, 1.0]  # the table's first and last rows; no autoscaling in the seed loop
