@@ -31,9 +31,9 @@ def max_file_bytes() -> int:
     return int(value) << 20
 
 
-def check_size(nbytes: int, what: str) -> None:
-    """Refuse `what` if it declares more than max_file_bytes(), before anything of it is read."""
-    limit = max_file_bytes()
+def check_size(nbytes: int, what: str, times: int = 1) -> None:
+    """Refuse `what` if it declares more than `times` x max_file_bytes(), before anything of it is read."""
+    limit = times * max_file_bytes()
     if nbytes > limit:
         raise PipelineError(
             f"{what} declares {nbytes / (1 << 20):,.0f} MB, over the {limit >> 20} MB limit on input files; "

@@ -11,12 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist3d import NUM_CLASSES, VOXELS
+from mnist3d import GRID, NUM_CLASSES, VOXELS
 from mnist3d.errors import PipelineError
 
 VECTORS_FILE = "full_dataset_vectors.h5"
 CLOUD_FILES = {"train": "train_point_clouds.h5", "test": "test_point_clouds.h5"}
 SPLITS = ("train", "test")
+NUMBER_KINDS = "biuf"  # bool, integers, floats; complex, strings, objects and records are refused
+SHAPES_HELP = (
+    f"expected a point cloud (N, 3), a voxel grid {(GRID, GRID, GRID)} or ({VOXELS},), "
+    f"or a batch (N, {GRID}, {GRID}, {GRID}) or (N, {VOXELS})"
+)
 
 
 @dataclass
@@ -63,6 +68,49 @@ def check_split(x: np.ndarray, y: np.ndarray, name: str) -> None:
     low, high = bounds
     if low < 0 or high > 1:
         raise PipelineError(f"{name}: X must lie in [0, 1], found {low:.3g}..{high:.3g}; fetch the data again")
+
+
+def check_numbers(dtype: np.dtype, name: str, fix: str) -> None:
+    """Refuse anything but real numbers (complex values, strings and records included)."""
+    if dtype.kind not in NUMBER_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise PipelineError(f"{name}: values have dtype {dtype}, expected real numbers; {fix}")
+
+
+def check_vectors(x: np.ndarray, name: str) -> np.ndarray:
+    """x as float64 if it is finite (N, 4096) voxel vectors in [0, 1] with no row all zeros, else a PipelineError."""
+    check_numbers(x.dtype, name, "save the grid as floats")
+    if x.ndim != 2 or x.shape[1] != VOXELS or len(x) == 0:
+        raise PipelineError(f"{name}: shape {x.shape}, {SHAPES_HELP}")
+    x = x.astype(np.float64, copy=False)
+    bounds = finite_bounds(x)
+    if bounds is None:
+        raise PipelineError(f"{name}: holds NaN or Inf values; replace them with voxel values in [0, 1]")
+    low, high = bounds
+    if low < 0 or high > 1:
+        raise PipelineError(
+            f"{name}: values must lie in [0, 1], found {low:.3g}..{high:.3g}; divide each grid by its maximum"
+        )
+    empty = np.flatnonzero(x.max(axis=1) == 0)
+    if len(empty):
+        raise PipelineError(f"{name}: row {empty[0]} is all zeros, nothing to classify; drop it or pass a real grid")
+    return x
+
+
+def check_cloud(points: np.ndarray, name: str) -> np.ndarray:
+    """points as float64 if they are a finite, non-empty (N, 3) array of numbers, else a PipelineError."""
+    check_numbers(points.dtype, name, "save x y z as floats")
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise PipelineError(f"{name}: point cloud has shape {points.shape}, expected (N, 3): one x y z row per point")
+    if len(points) == 0:
+        raise PipelineError(f"{name}: the point cloud has no points; pass a file with at least one x y z row")
+    points = points.astype(np.float64, copy=False)
+    if not np.isfinite(points).all():
+        raise PipelineError(f"{name}: the point cloud holds NaN or Inf coordinates; remove those points")
+    with np.errstate(over="ignore"):  # an extent past the float range shows as Inf, checked just below
+        extent = points.max(axis=0) - points.min(axis=0)
+    if not np.isfinite(extent).all():
+        raise PipelineError(f"{name}: the coordinates are too large to voxelise (near 1e308); scale the cloud down")
+    return points
 
 
 def write_vectors(path: str | os.PathLike, splits: dict[str, Split]) -> None:
