@@ -27,7 +27,9 @@ def test_repro_runs_all_five_stages_and_writes_every_output(repo):
         assert (repo / "plots" / plot).read_bytes().startswith(b"\x89PNG"), plot
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
     assert evaluation["samples"] == 20 and 0.0 <= evaluation["accuracy"] <= 1.0
-    assert set(evaluation) >= {"accuracy_original", "accuracy_rotated", "macro_f1", "accuracy_per_class", "loss"}
+    assert set(evaluation) == {"accuracy", "accuracy_original", "accuracy_rotated", "macro_f1", "loss", "samples"}
+    per_class = json.loads((repo / "metrics/per_class.json").read_text())
+    assert sum(row["samples"] for row in per_class) == 20 and set(per_class[0]) == {"digit", "accuracy", "samples"}
     confusion = json.loads((repo / "metrics/confusion.json").read_text())
     assert len(confusion) == 20 and set(confusion[0]) == {"actual", "predicted"}
     assert json.loads((repo / "metrics/train.json").read_text())["epochs"] == 1
