@@ -22,20 +22,27 @@ def build_model(architecture: dict[str, Any], input_shape: tuple[int, ...] = INP
     import keras
     from keras import layers
 
+    batch_norm = architecture["batch_norm"]
     inputs = keras.Input(shape=input_shape, name="voxels")
     x = inputs
     for block, filters_list in enumerate(architecture["blocks"], start=1):
         for conv, filters in enumerate(filters_list, start=1):
             name = f"block{block}_conv{conv}"
+            last = conv == len(filters_list)
             # With BatchNorm after it, a conv bias is redundant.
-            x = layers.Conv3D(
-                filters, architecture["kernel_size"], padding="same", use_bias=not architecture["batch_norm"], name=name
-            )(x)
-            if architecture["batch_norm"]:
+            x = layers.Conv3D(filters, architecture["kernel_size"], padding="same", use_bias=not batch_norm, name=name)(
+                x
+            )
+            if last and batch_norm:
+                # Pooling first lets BatchNorm and ReLU, memory-bound on this CPU, work on an eighth of the voxels:
+                # at 16^3 that halves the first block's training time.
+                x = layers.MaxPool3D(pool_size=2, name=f"block{block}_pool")(x)
+            if batch_norm:
                 # momentum 0.9: the moving statistics settle within tens of steps, so short runs evaluate sanely
                 x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
             x = layers.Activation("relu", name=f"{name}_relu")(x)
-        x = layers.MaxPool3D(pool_size=2, name=f"block{block}_pool")(x)
+            if last and not batch_norm:
+                x = layers.MaxPool3D(pool_size=2, name=f"block{block}_pool")(x)
     x = (
         layers.Flatten(name="flatten")(x)
         if architecture["head"] == "flatten"
