@@ -19,6 +19,22 @@ sys.path.insert(0, str(ROOT))
 
 from mnist3d.vectors import VECTORS_FILE, Split, write_vectors  # noqa: E402
 
+SECRET = "planted-secret-key-123"  # the Kaggle key tests plant (fake_kaggle.write_kaggle_json) and then grep for
+DELETE = object()  # a value for set_param meaning: remove the key
+
+
+def set_param(params: dict, dotted: str, value) -> None:
+    """Set a param such as `data.source` in a params dict (or remove it, with DELETE)."""
+    *parents, key = dotted.split(".")
+    section = params
+    for name in parents:
+        section = section[name]
+    if value is DELETE:
+        del section[key]
+    else:
+        section[key] = value
+
+
 # A conv net of a few hundred weights: enough to build, save, load and train for a test in seconds.
 TINY_ARCHITECTURE = {
     "blocks": [[4]],
@@ -39,12 +55,8 @@ class Project:
         self.save()
 
     def set(self, dotted: str, value) -> None:
-        """Set a param such as `data.source` and rewrite params.yaml."""
-        *parents, key = dotted.split(".")
-        section = self.params
-        for name in parents:
-            section = section[name]
-        section[key] = value
+        """Set a param such as `data.source` (or remove it, with DELETE) and rewrite params.yaml."""
+        set_param(self.params, dotted, value)
         self.save()
 
     def save(self) -> None:

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+from tests.conftest import SECRET
+
 DOWNLOAD_PATH = "/api/v1/datasets.DatasetApiService/DownloadDataset"
 
 
@@ -209,7 +211,7 @@ class _Handler(BaseHTTPRequestHandler):
 def write_kaggle_json(
     config_dir: str | os.PathLike[str],
     username: str = "tester",
-    key: str = "planted-secret-key-123",
+    key: str = SECRET,
 ) -> Path:
     """Write ``kaggle.json`` credentials into config_dir, readable by the owner only."""
     path = Path(config_dir) / "kaggle.json"

@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 
 from mnist3d.vectors import VECTORS_FILE, Split, write_vectors
-from tests.conftest import error_line, tiny_split, tiny_zip_bytes, write_tiny_vectors
+from tests.conftest import SECRET, error_line, tiny_split, tiny_zip_bytes, write_tiny_vectors
 from tests.fake_kaggle import DOWNLOAD_PATH, FakeKaggle, write_kaggle_json
 
-SECRET = "planted-secret-key-123"  # the key write_kaggle_json plants
 CLOUDS_FILE = "train_point_clouds.h5"
 
 
