@@ -164,13 +164,16 @@ def _check_structure(text: str, path: str | Path) -> None:
             depth -= 1
 
 
-def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    """Read params.yaml as a dict; a missing, oversized, binary or broken file is a PipelineError."""
+def _read_bytes(path: str | Path) -> tuple[Path, bytes]:
     path = regular_file(path, "run the stage from the project root, or pass a params.yaml")
     if path.stat().st_size > MAX_PARAMS_BYTES:
         raise PipelineError(f"{path} is over {MAX_PARAMS_BYTES >> 10} kB, not a params file; check the path")
+    return path, path.read_bytes()
+
+
+def _parse(data: bytes, path: str) -> dict[str, Any]:
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = data.decode("utf-8")
         _check_structure(text, path)
         params = yaml.safe_load(text)
     except UnicodeDecodeError:
@@ -182,6 +185,12 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise PipelineError(f"{path} must be a mapping of sections; see the README's params table")
     return params
+
+
+def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """Read params.yaml as a dict, unchecked; a missing, oversized, binary or broken file is a PipelineError."""
+    path, data = _read_bytes(path)
+    return _parse(data, str(path))
 
 
 def check_section(values: Any, schema: dict[str, Check], where: str) -> dict[str, Any]:
@@ -234,17 +243,16 @@ def check_params(params: dict[str, Any]) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def _checked(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
-    params = read_params(path)
+def _checked(data: bytes, path: str) -> dict[str, Any]:
+    params = _parse(data, path)
     check_params(params)
     return params
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    """The whole of params.yaml, checked; read once per process unless the file changes."""
-    path = regular_file(path, "run the stage from the project root, or pass a params.yaml")
-    info = path.stat()
-    return copy.deepcopy(_checked(str(path), info.st_mtime_ns, info.st_size))  # callers may change their copy
+    """The whole of params.yaml, checked; parsed and checked once per process for the same bytes."""
+    path, data = _read_bytes(path)
+    return copy.deepcopy(_checked(data, str(path)))  # callers may change their copy
 
 
 def load_section(name: str, path: str | Path = PARAMS_FILE) -> dict[str, Any]:

@@ -442,3 +442,12 @@ def test_failed_fetch_keeps_the_previous_raw_data(project, tmp_path):
     after = {p.name: p.read_bytes() for p in (project.path / "data" / "raw").iterdir()}
     assert after == before
     assert sorted(p.name for p in (project.path / "data").iterdir()) == ["manifest.json", "raw"]
+
+
+def test_a_typo_in_another_section_stops_the_fetch(project):
+    """Every stage checks all of params.yaml: a typo in `evaluate` stops the first stage, not one 14 minutes on."""
+    project.set("evaluate.tta_view", 4)
+    project.set("data.source", "synthetic")
+    line = error_line(project.run("fetch"))
+    assert line.startswith("error: params.yaml: unknown key evaluate.tta_view; known keys are batch_size, tta_views")
+    assert_nothing_written(project)
