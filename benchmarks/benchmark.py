@@ -1,18 +1,23 @@
-"""Benchmark the seed recipe against the default params on the same data, in one run.
+"""Time-to-accuracy: the notebook's recipe against the default params, each run through the real pipeline, in one run.
 
-    python benchmarks/benchmark.py --data ../shared/data/3d-mnist-dev.zip          # full (about 25 minutes)
-    python benchmarks/benchmark.py --data ../shared/data/3d-mnist-dev.zip --quick  # a few minutes
+    python benchmarks/benchmark.py                      # on what the pipeline fetched (data/raw)
+    python benchmarks/benchmark.py --data 3d-mnist.zip  # any 3D MNIST zip, folder or vectors .h5
+    python benchmarks/benchmark.py --quick              # 2,400 / 800 vectors and 6 epochs: a few minutes
 
-It prints a table (test accuracy overall and per half, training wall time, samples/s, achieved
-GFLOP/s against a measured matmul peak, evaluation time) and the preprocess timings, and writes
-them to --out as Markdown.
+Each recipe runs in its own scratch git + DVC copy of the project with the local source pointed at the data,
+stage by stage (`dvc repro -s` fetch, preprocess, train, evaluate), so the wall times are what `dvc exp run`
+costs. Then the default's training epoch is taken apart: forward and backward compute, the fresh-copy maker,
+the input pipeline, validation and stage start-up. Everything is printed and written to --out as Markdown.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,25 +29,68 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from mnist3d.colour import colour_voxels  # noqa: E402
-from mnist3d.readers import read_vectors  # noqa: E402
-from mnist3d.sources import copy_local  # noqa: E402
-from mnist3d.vectors import CLOUD_FILES, VECTORS_FILE, read_processed  # noqa: E402
-
-# The Colab notebook's recipe: its model, plain Adam at 1e-3, no augmentation, 50 epochs, no test-time views.
+STAGES = ("fetch", "preprocess", "train", "evaluate")
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "mnist3d", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
+# The Colab notebook's recipe, as the README's seed baseline command sets it.
 SEED_RECIPE = {
     "model": "seed",
     "epochs": 50,
-    "preprocess": {"align": "none"},
-    "train": {
-        "augment": "none",
-        "label_smoothing": 0.0,
-        "schedule": "constant",
-        "learning_rate": 0.001,
-        "batch_size": 128,
-    },
-    "evaluate": {"tta_views": 1},
+    "preprocess.align": "none",
+    "train.augment": "none",
+    "train.label_smoothing": 0.0,
+    "train.schedule": "constant",
+    "train.learning_rate": 0.001,
 }
+
+
+def set_param(params: dict, dotted: str, value) -> None:
+    *sections, key = dotted.split(".")
+    for name in sections:
+        params = params[name]
+    params[key] = value
+
+
+def make_project(folder: Path, data: Path, overrides: dict) -> Path:
+    """A committed git + DVC copy of the project whose local source reads `data`, with `overrides` applied."""
+    for name in PROJECT_FILES:
+        source, target = ROOT / name, folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, target)
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    for dotted, value in {"data.source": "local", "data.path": str(data), **overrides}.items():
+        set_param(params, dotted, value)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for args in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"],
+    ):
+        subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True)
+    return folder
+
+
+def run_pipeline(project: Path) -> dict:
+    """Run fetch through evaluate with DVC, one stage at a time; wall seconds per stage and the metrics."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    seconds = {}
+    for stage in STAGES:
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "dvc", "repro", "-s", stage], cwd=project, env=env, capture_output=True, text=True
+        )
+        seconds[stage] = time.perf_counter() - start
+        if done.returncode:
+            sys.exit(f"{project.name}: dvc repro -s {stage} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        print(f"  {stage}: {seconds[stage]:.1f} s", flush=True)
+    return {
+        "seconds": seconds,
+        "evaluate": json.loads((project / "metrics/evaluate.json").read_text()),
+        "train": json.loads((project / "metrics/train.json").read_text()),
+        "params": yaml.safe_load((project / "params.yaml").read_text()),
+    }
 
 
 def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
@@ -59,20 +107,8 @@ def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def seed_colour_loop(x: np.ndarray, colormap: str, out: np.ndarray) -> np.ndarray:
-    """The notebook's colour step, a ScalarMappable per sample, written into `out`."""
-    from matplotlib.cm import ScalarMappable
-
-    for row, values in enumerate(x):
-        out[row] = ScalarMappable(cmap=colormap).to_rgba(values)[:, :-1].reshape(16, 16, 16, 3)
-    return out
-
-
 def fastest_in_turns(repeats: int, *works) -> list[float]:
-    """The fastest of `repeats` timed runs of each work, run in turns so that each meets the same machine.
-
-    This VM's memory and disk speed drift from run to run; taking turns keeps a drift out of the ratio.
-    """
+    """The fastest of `repeats` timed runs of each work, run in turns so that each meets the same machine."""
     best = [float("inf")] * len(works)
     for _ in range(repeats):
         for index, work in enumerate(works):
@@ -82,198 +118,240 @@ def fastest_in_turns(repeats: int, *works) -> list[float]:
     return best
 
 
-def time_preprocess(vectors: Path, scratch: Path, preprocess: dict) -> dict[str, float]:
-    """The preprocess stage's work against plain I/O.
+def fastest(repeats: int, work) -> float:
+    """The fastest of `repeats` timed calls of `work`, in seconds."""
+    return fastest_in_turns(repeats, work)[0]
 
-    The stage's work is reading and checking the h5, building the network inputs (colour, and alignment
-    when on) and writing the NPZ files; the plain baseline reads the same h5 datasets and writes the same
-    arrays' bytes uncompressed. Each is the fastest of 5 runs taken in turns, all with a warm page cache.
+
+def time_preprocess(vectors: Path, scratch: Path, preprocess: dict) -> dict[str, float]:
+    """The preprocess stage's work (read and check the h5, colour, align, write the NPZ files) against plain I/O.
+
+    The plain baseline reads the same h5 datasets and writes the same arrays' bytes; fastest of 3 runs in turns.
     """
     import h5py
 
     from mnist3d.inputs import write_network_inputs
+    from mnist3d.readers import read_vectors
 
     def stage() -> None:  # what stages/preprocess.py does, minus the params and the temp-folder rename
         for name, split in read_vectors(vectors).items():
             write_network_inputs(scratch / f"{name}.npz", split, preprocess["colormap"], preprocess["align"])
 
-    def plain(outputs: dict) -> None:
+    def plain() -> None:
         with h5py.File(vectors, "r") as h5:
-            {key: h5[key][:] for key in h5}
-        for name, (x, y) in outputs.items():
-            with open(scratch / f"plain_{name}.bin", "wb") as handle:
-                x.tofile(handle)
-                y.tofile(handle)
+            arrays = {key: h5[key][:] for key in h5}
+        for name in ("train", "test"):
+            rows = len(arrays[f"y_{name}"])
+            channels = 3 if preprocess["align"] == "none" else 6
+            np.empty((rows, 16, 16, 16, channels), np.float32).tofile(scratch / f"plain_{name}.bin")
 
-    stage()  # once untimed, to have the outputs that plain() writes again
-    outputs = {name: read_processed(scratch / f"{name}.npz") for name in ("train", "test")}
-    stage_s, plain_s = fastest_in_turns(5, stage, lambda: plain(outputs))
+    stage_s, plain_s = fastest_in_turns(3, stage, plain)
     return {"stage_s": stage_s, "plain_s": plain_s, "align": preprocess["align"]}
 
 
-def time_colour(vectors: Path, colormap: str) -> dict[str, float]:
-    """The colour step on the test vectors against the notebook's loop, which it must match exactly.
+def epoch_breakdown(project: Path) -> dict:
+    """One training epoch of the recipe in `project`, taken apart; seconds each, and the model's forward FLOPs.
 
-    Both write into one preallocated array, so the timings compare the colouring, not this VM's cost of
-    faulting in fresh pages for a new 100 MB result (which swings between runs).
+    Every part runs alone on the same data the pipeline trained on: the compute on batches already in memory,
+    the fresh-copy maker without training beside it, the input pipeline with its fresh copies made beforehand.
     """
-    test_x = read_vectors(vectors)["test"].x
-    seed_rgb, fast_rgb = np.zeros((2, len(test_x), 16, 16, 16, 3), dtype=np.float32)
-    seed_colour_loop(test_x, colormap, seed_rgb)
-    colour_voxels(test_x, colormap, fast_rgb)
-    assert np.array_equal(seed_rgb, fast_rgb), "the vectorised colour step must match the notebook's exactly"
-    loop_s, fast_s = fastest_in_turns(
-        3, lambda: seed_colour_loop(test_x, colormap, seed_rgb), lambda: colour_voxels(test_x, colormap, fast_rgb)
-    )
-    return {"loop_ms": 1e3 * loop_s / len(test_x), "fast_ms": 1e3 * fast_s / len(test_x), "samples": len(test_x)}
+    from mnist3d.errors import quiet_native_stderr
+    from mnist3d.model import build_model, forward_flops
+    from mnist3d.vectors import read_processed
 
+    with quiet_native_stderr():  # TensorFlow's C++ start-up lines
+        from mnist3d.training import EpochBatches, compile_model, fresh_copies, make_dataset, split_pairs
 
-def merged(params: dict, recipe: dict) -> dict:
-    """params.yaml with a recipe's keys laid over it (sections merge, top-level keys replace)."""
-    out = yaml.safe_load(yaml.safe_dump(params))
-    for key, value in recipe.items():
-        if isinstance(value, dict):
-            out[key].update(value)
-        else:
-            out[key] = value
-    return out
+        make_dataset(np.zeros((1, 1)), np.zeros(1, np.int64), 1)  # touches the devices, which logs more
 
-
-def run_recipe(name: str, params: dict, splits: dict, clouds: Path, peak: float) -> dict:
-    """Preprocess, train and evaluate one recipe; returns its row of the table."""
-    from mnist3d.inputs import network_inputs
-    from mnist3d.metrics import evaluate_predictions
-    from mnist3d.model import forward_flops
-    from mnist3d.training import fit
-    from mnist3d.tta import predict_with_views
-
-    colormap, aligned = params["preprocess"]["colormap"], params["preprocess"]["align"]
-    data = {
-        "x_train": network_inputs(splits["train"].x, colormap, aligned),
-        "y_train": splits["train"].y,
-        "x_test": network_inputs(splits["test"].x, colormap, aligned),
-        "y_test": splits["test"].y,
-    }
-
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    train = params["train"]
     architecture = params["architectures"][params["model"]]
-    print(f"\n== {name}: model={params['model']} epochs={params['epochs']} {params['train']}", flush=True)
+    clouds = project / "data/raw/train_point_clouds.h5"
     start = time.perf_counter()
-    model, history = fit(
-        data["x_train"],
-        data["y_train"],
-        params["train"],
-        architecture,
-        params["epochs"],
-        clouds,
-        params["preprocess"],
+    x, y = read_processed(project / "data/processed/train.npz")
+    read_npz_s = time.perf_counter() - start
+    train_rows, val_rows = split_pairs(len(y), train["validation_split"], train["seed"])
+    start = time.perf_counter()
+    make_fresh, fresh_labels = fresh_copies(
+        train["augment"], x, y, train_rows, clouds, params["preprocess"], train["copies_per_epoch"]
     )
-    train_s = time.perf_counter() - start
-    start = time.perf_counter()
-    views = params["evaluate"]["tta_views"]
-    probabilities = predict_with_views(model, data["x_test"], views, params["evaluate"]["batch_size"])
-    eval_s = time.perf_counter() - start
-    metrics = evaluate_predictions(data["y_test"], probabilities)
-    # Samples seen in training: every epoch's batches (fixed and fresh) plus the validation pass.
-    validation = round(len(data["y_train"]) // 2 * params["train"]["validation_split"]) * 2
-    per_epoch = len(data["y_train"]) - validation
-    if params["train"]["augment"] != "none":
-        per_epoch += per_epoch // 2 * params["train"]["copies_per_epoch"]
-    samples = params["epochs"] * per_epoch
-    flops = forward_flops(model)
-    achieved = (3 * flops * samples + flops * validation * params["epochs"]) / train_s / 1e9
+    read_clouds_s = time.perf_counter() - start
+    rng = np.random.default_rng(0)
+    fresh_s, fresh = 0.0, None
+    if make_fresh:
+        fresh_s = fastest(2, lambda: make_fresh(rng))
+        fresh = make_fresh(rng)
+    batches = EpochBatches(
+        x[train_rows], y[train_rows], train["batch_size"], train["seed"], make_fresh and (lambda _: fresh), fresh_labels
+    )
+    pipeline = batches.dataset()
+    pipeline_s = fastest(2, lambda: sum(1 for _ in pipeline))
+
+    model = build_model(architecture, input_shape=x.shape[1:])
+    compile_model(model, train["learning_rate"], train["label_smoothing"], train["schedule"], 10 * batches.steps())
+    epoch_x = np.concatenate([x[train_rows], fresh]) if fresh is not None else x[train_rows]
+    epoch_y = np.concatenate([y[train_rows], fresh_labels]) if fresh is not None else y[train_rows]
+    in_memory = make_dataset(epoch_x, epoch_y, train["batch_size"]).cache()
+    model.fit(in_memory, epochs=1, verbose=0, shuffle=False)  # builds the graph and fills the cache
+    compute_s = fastest(2, lambda: model.fit(in_memory, epochs=1, verbose=0, shuffle=False))
+    validation = make_dataset(x[val_rows], y[val_rows], train["batch_size"]).cache()
+    model.evaluate(validation, verbose=0)
+    validation_s = fastest(2, lambda: model.evaluate(validation, verbose=0))
     return {
-        "recipe": name,
-        "params": f"{model.count_params():,}",
-        "accuracy": metrics["accuracy"],
-        "original": metrics["accuracy_original"],
-        "rotated": metrics["accuracy_rotated"],
-        "epochs": len(history["loss"]),
-        "train_s": train_s,
-        "samples_s": samples / train_s,
-        "gflops": achieved,
-        "peak_pct": 100 * achieved / peak,
-        "eval_s": eval_s,
-        "views": views,
+        "compute_s": compute_s,
+        "fresh_s": fresh_s,
+        "pipeline_s": pipeline_s,
+        "validation_s": validation_s,
+        "read_clouds_s": read_clouds_s,
+        "read_npz_s": read_npz_s,
+        "samples": len(epoch_y),
+        "validation_samples": len(val_rows),
+        "forward_flops": forward_flops(model),
     }
 
 
-def table(rows: list[dict], colour: dict, preps: list[dict], peak: float, data_name: str, sizes: str) -> str:
+def tensorflow_import_s() -> float:
+    """Seconds a fresh interpreter takes to import TensorFlow and Keras (fastest of 3)."""
+    command = [sys.executable, "-c", "import tensorflow, keras"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return fastest(3, lambda: subprocess.run(command, env=env, capture_output=True, check=True))
+
+
+def subset(data: Path, folder: Path, train_rows: int, test_rows: int) -> Path:
+    """A smaller copy of the dataset files for --quick: the first rows of each split and their clouds."""
+    import h5py
+
+    from mnist3d.sources import copy_local
+    from mnist3d.vectors import CLOUD_FILES, VECTORS_FILE
+
+    full, small = folder / "full", folder / "quick"
+    full.mkdir()
+    small.mkdir()
+    copy_local(data, full)
+    rows = {"train": train_rows, "test": test_rows}
+    with h5py.File(full / VECTORS_FILE, "r") as source, h5py.File(small / VECTORS_FILE, "w") as target:
+        for split, count in rows.items():
+            for key in (f"X_{split}", f"y_{split}"):
+                target.create_dataset(key, data=source[key][:count])
+    for split, name in CLOUD_FILES.items():
+        if (full / name).exists():
+            with h5py.File(full / name, "r") as source, h5py.File(small / name, "w") as target:
+                for index in range(rows[split] // 2):
+                    source.copy(source[str(index)], target, name=str(index))
+    shutil.rmtree(full)
+    return small
+
+
+def trained_samples(run: dict) -> tuple[int, int]:
+    """Training samples seen per epoch (fixed rows plus fresh copies) and validation samples, as fit() makes them."""
+    from mnist3d.training import split_pairs
+
+    params, count = run["params"], json.loads(run["manifest"])["rows"]["train"]
+    train_rows, val_rows = split_pairs(count, params["train"]["validation_split"], params["train"]["seed"])
+    per_epoch = len(train_rows)
+    if params["train"]["augment"] != "none":
+        per_epoch += len(train_rows) // 2 * params["train"]["copies_per_epoch"]
+    return per_epoch, len(val_rows)
+
+
+def report(runs: dict, breakdown: dict, peak: float, startup: dict, prep: dict, data_name: str, sizes: str) -> str:
     """The results as Markdown."""
+    from mnist3d.model import build_model
+
     lines = [
         f"Data: {data_name} ({sizes}). Machine: {platform.machine()}, {os.cpu_count()} cores, "
-        f"{platform.python_implementation()} {platform.python_version()}; matmul peak {peak:.0f} GFLOP/s (TF float32).",
+        f"{platform.python_implementation()} {platform.python_version()}, {time.strftime('%Y-%m-%d')}; "
+        f"matmul peak {peak:.0f} GFLOP/s (TensorFlow float32).",
         "",
-        "| recipe | params | test acc | original half | rotated half | epochs | train wall | samples/s "
-        "| GFLOP/s (% of peak) | eval wall (views) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| recipe | test acc | original half | rotated half | epochs | pipeline wall | fetch | preprocess | train "
+        "| evaluate | samples/s | GFLOP/s (% of peak) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for name, run in runs.items():
+        seconds, metrics, params = run["seconds"], run["evaluate"], run["params"]
+        per_epoch, validation = trained_samples(run)
+        epochs = run["train"]["epochs"]
+        architecture = params["architectures"][params["model"]]
+        channels = 3 if params["preprocess"]["align"] == "none" else 6
+        from mnist3d.model import forward_flops
+
+        flops = forward_flops(build_model(architecture, input_shape=(16, 16, 16, channels)))
+        achieved = (3 * per_epoch + validation) * flops * epochs / seconds["train"] / 1e9
         lines.append(
-            f"| {r['recipe']} | {r['params']} | {r['accuracy']:.4f} | {r['original']:.4f} | {r['rotated']:.4f} "
-            f"| {r['epochs']} | {r['train_s']:.0f} s | {r['samples_s']:.0f} | {r['gflops']:.1f} ({r['peak_pct']:.0f} %) "
-            f"| {r['eval_s']:.1f} s ({r['views']}) |"
+            f"| {name} | {metrics['accuracy']:.4f} | {metrics['accuracy_original']:.4f} "
+            f"| {metrics['accuracy_rotated']:.4f} | {epochs} | {sum(seconds.values()):.0f} s | "
+            + " | ".join(f"{seconds[stage]:.0f} s" for stage in STAGES)
+            + f" | {per_epoch * epochs / seconds['train']:.0f} | {achieved:.1f} ({100 * achieved / peak:.0f} %) |"
         )
+    default, seed = runs["default"]["seconds"], runs["seed"]["seconds"]
+    ratio = sum(default.values()) / sum(seed.values())
+    b = breakdown
+    epochs = runs["default"]["train"]["epochs"]
+    measured_epoch = (default["train"] - startup["tensorflow_s"] - b["read_clouds_s"] - b["read_npz_s"]) / epochs
+    compute_rate = (3 * b["samples"]) * b["forward_flops"] / b["compute_s"] / 1e9
     lines += [
         "",
-        f"Colour step on {colour['samples']} test vectors: notebook loop {colour['loop_ms']:.3f} ms/sample, "
-        f"vectorised {colour['fast_ms']:.4f} ms/sample ({colour['loop_ms'] / colour['fast_ms']:.0f}x faster, "
-        "identical values).",
+        f"Time to accuracy: the default pipeline took **{ratio:.2f}x** the notebook recipe's wall time "
+        f"({sum(default.values()):.0f} s against {sum(seed.values()):.0f} s, fetch through evaluate).",
         "",
-        "Preprocess stage work (read and check the h5, colour and align, write the NPZ files) against plainly "
-        "reading the h5 and writing the same bytes uncompressed; the fastest of 5 runs each, taken in turns:",
+        f"One epoch of the default ({b['samples']} training samples, {b['validation_samples']} validation), "
+        "each part timed alone (fastest of 2):",
         "",
-    ]
-    lines += [
-        f"- align={prep['align']}: {prep['stage_s']:.2f} s against {prep['plain_s']:.2f} s "
-        f"({prep['stage_s'] / prep['plain_s']:.2f}x)"
-        for prep in preps
+        "| part | seconds per epoch |",
+        "|---|---|",
+        f"| forward and backward compute | {b['compute_s']:.1f} ({compute_rate:.0f} GFLOP/s, "
+        f"{100 * compute_rate / peak:.0f} % of peak) |",
+        f"| fresh-copy maker (rotate, voxelise, colour, align; on a worker thread) | {b['fresh_s']:.1f} |",
+        f"| input pipeline (batching, without training) | {b['pipeline_s']:.1f} |",
+        f"| validation | {b['validation_s']:.1f} |",
+        f"| measured epoch in the train stage (its wall, less start-up, over {epochs} epochs) | {measured_epoch:.1f} |",
+        "",
+        f"Stage start-up, once per train stage: TensorFlow import {startup['tensorflow_s']:.1f} s, reading the point "
+        f"clouds {b['read_clouds_s']:.1f} s, reading train.npz {b['read_npz_s']:.1f} s.",
+        "",
+        f"Preprocess stage work with align={prep['align']} (read and check the h5, colour, align, write the NPZ "
+        f"files): {prep['stage_s']:.2f} s, against {prep['plain_s']:.2f} s for reading the h5 and writing as many "
+        "bytes (fastest of 3, in turns).",
     ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data",
-        default=str(ROOT.parent / "shared/data/3d-mnist-dev.zip"),
-        help="a 3D MNIST zip, folder or vectors .h5 (default: the shared dev zip)",
-    )
+    parser.add_argument("--data", default=str(ROOT / "data/raw"), help="a 3D MNIST zip, folder or vectors .h5")
     parser.add_argument("--quick", action="store_true", help="2,400 train / 800 test vectors and 6 epochs per recipe")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results.md"), help="where to write the table")
     args = parser.parse_args()
+    data = Path(args.data).expanduser().resolve()
+    if not data.exists():
+        sys.exit(f"error: {data} not found; run the pipeline first (dvc repro fetch) or pass --data ZIP_OR_H5")
 
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    recipes = {"seed": merged(params, SEED_RECIPE), "default": params}
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory(prefix="mnist3d-bench-") as scratch:
         scratch = Path(scratch)
-        copy_local(Path(args.data).expanduser(), scratch)
-        colour = time_colour(scratch / VECTORS_FILE, params["preprocess"]["colormap"])
-        preps = [  # the default, and without alignment to show what alignment costs
-            time_preprocess(scratch / VECTORS_FILE, scratch, {**params["preprocess"], "align": align})
-            for align in dict.fromkeys([params["preprocess"]["align"], "none"])
-        ]
-        splits = read_vectors(scratch / VECTORS_FILE)
-        clouds = scratch / CLOUD_FILES["train"]
+        quick = {"epochs": 6} if args.quick else {}
         if args.quick:
-            splits["train"].x, splits["train"].y = splits["train"].x[:2400], splits["train"].y[:2400]
-            splits["test"].x, splits["test"].y = splits["test"].x[:800], splits["test"].y[:800]
-            for recipe in recipes.values():
-                recipe["epochs"] = 6
-            if clouds.exists():  # keep the clouds paired with the kept rows
-                import h5py
+            data = subset(data, scratch, 2400, 800)
+        recipes = {"default": quick, "seed": {**SEED_RECIPE, **quick}}
+        runs = {}
+        for name, overrides in recipes.items():
+            print(f"== {name}: {overrides or 'params.yaml as it is'}", flush=True)
+            project = make_project(scratch / name, data, overrides)
+            runs[name] = run_pipeline(project)
+            runs[name]["manifest"] = (project / "data/manifest.json").read_text()
+        print("== taking one default epoch apart", flush=True)
+        breakdown = epoch_breakdown(scratch / "default")
+        startup = {"tensorflow_s": tensorflow_import_s()}
+        from mnist3d.vectors import VECTORS_FILE
 
-                with h5py.File(clouds, "r") as full, h5py.File(scratch / "quick_clouds.h5", "w") as part:
-                    for index in range(1200):
-                        full.copy(full[str(index)], part, name=str(index))
-                clouds = scratch / "quick_clouds.h5"
+        default_params = runs["default"]["params"]["preprocess"]
+        prep = time_preprocess(scratch / "default/data/raw" / VECTORS_FILE, scratch, default_params)
         peak = matmul_peak()
-        rows = [run_recipe(name, recipe, splits, clouds, peak) for name, recipe in recipes.items()]
-    sizes = f"{len(splits['train'].y)} train / {len(splits['test'].y)} test vectors" + (
-        ", --quick" if args.quick else ""
-    )
-    report = table(rows, colour, preps, peak, Path(args.data).name, sizes)
-    Path(args.out).write_text(report)
-    print("\n" + report)
+        rows = json.loads(runs["default"]["manifest"])["rows"]
+    sizes = f"{rows['train']} train / {rows['test']} test vectors" + (", --quick" if args.quick else "")
+    text = report(runs, breakdown, peak, startup, prep, Path(args.data).name, sizes)
+    Path(args.out).write_text(text)
+    print("\n" + text)
     print(f"written to {args.out}")
 
 
