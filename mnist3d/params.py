@@ -183,7 +183,7 @@ def _parse(data: bytes, path: str) -> dict[str, Any]:
         where = f" at line {mark.line + 1}" if mark else ""
         raise PipelineError(f"{path} is not valid YAML{where}; fix the syntax there") from None
     if not isinstance(params, dict):
-        raise PipelineError(f"{path} must be a mapping of sections; see the README's params table")
+        raise PipelineError(f"{path} must be a mapping of sections; see docs/params.md")
     return params
 
 
@@ -204,7 +204,7 @@ def check_section(values: Any, schema: dict[str, Check], where: str) -> dict[str
             )
     for key, check in schema.items():
         if key not in values:
-            raise PipelineError(f"params.yaml: {where}.{key} is missing; add it (see the README's params table)")
+            raise PipelineError(f"params.yaml: {where}.{key} is missing; add it (see docs/params.md)")
         problem = check(values[key])
         if problem:
             raise PipelineError(f"params.yaml: {where}.{key} {problem}, got {values[key]!r}")
@@ -229,7 +229,7 @@ def check_params(params: dict[str, Any]) -> None:
         if name == "architecture":
             continue
         if name not in params:
-            raise PipelineError(f"params.yaml: section {name!r} is missing; add it (see the README's params table)")
+            raise PipelineError(f"params.yaml: section {name!r} is missing; add it (see docs/params.md)")
         check_section(params[name], schema, name)
     presets = params.get("architectures")
     if not isinstance(presets, dict) or not presets:
