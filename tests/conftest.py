@@ -35,6 +35,15 @@ def set_param(params: dict, dotted: str, value) -> None:
         section[key] = value
 
 
+def edit_params(path: Path, changes: dict) -> dict:
+    """Apply set_param for each `dotted: value` to the params.yaml at `path`, rewrite it and return the params."""
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        set_param(params, dotted, value)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
 # A conv net of a few hundred weights: enough to build, save, load and train for a test in seconds.
 TINY_ARCHITECTURE = {
     "blocks": [[4]],

@@ -34,6 +34,7 @@ from tests.conftest import (
     clean_env,
     dvc,
     dvc_env,
+    edit_params,
     error_line,
     make_dvc_repo,
     set_param,
@@ -402,9 +403,7 @@ def test_sigkill_during_preprocess_keeps_the_previous_output_then_repro_recovers
     repo = pipeline_repo
     dvc(repo, "repro")  # a complete pipeline to start from (a no-op after a test that completed it)
     previous = outputs(repo)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["preprocess"]["colormap"] = "viridis"
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edit_params(repo / "params.yaml", {"preprocess.colormap": "viridis"})
 
     # Its stdout is a pipe that is already full: the stage blocks on its first line, "preprocess: train ...",
     # which it prints right after writing train.npz into its temp folder. So the kill lands mid-stage, every time.
