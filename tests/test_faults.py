@@ -97,7 +97,7 @@ def run_tracing_imports(project, stage: str, env: dict[str, str] | None = None):
 # imported, also when the bad param belongs to a later stage.
 PARAM_CASES = [
     # stage, key, bad value, fragments the error line must hold
-    ("fetch", "evaluate.tta_views", 25, ["evaluate.tta_views", "at most 24"]),  # a later stage's typo stops the first
+    ("preprocess", "evaluate.tta_views", 25, ["evaluate.tta_views", "at most 24"]),  # a later stage's param
     ("train", "train.seed", DELETE, ["train.seed is missing"]),
     ("evaluate", "model", "resnet", ["model 'resnet'", "compact", "seed"]),
 ]
