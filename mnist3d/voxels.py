@@ -38,10 +38,16 @@ def prism_cloud(image: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def columns(points: np.ndarray) -> np.ndarray:
+    """An (N, 3) cloud as a C-contiguous (3, N) copy: numpy reduces its rows about 10x faster than the columns."""
+    return np.ascontiguousarray(points.T)
+
+
 def normalise(points: np.ndarray) -> np.ndarray:
     """Divide by the largest extent, then subtract the mean (the dataset's order)."""
-    scaled = points / (points.max(axis=0) - points.min(axis=0)).max()
-    return scaled - scaled.mean(axis=0)
+    axes = columns(points)
+    extent = (axes.max(axis=1) - axes.min(axis=1)).max()
+    return points / extent - axes.mean(axis=1) / extent
 
 
 def upright(points: np.ndarray) -> np.ndarray:
@@ -73,7 +79,7 @@ def random_rotations(rng: np.random.Generator, count: int) -> np.ndarray:
 def rotate_with_noise(cloud: np.ndarray, rotation: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Rotate a cloud, then add uniform noise of +-0.25 std on each axis."""
     rotated = cloud @ rotation
-    spread = 0.25 * rotated.std(axis=0)
+    spread = 0.25 * columns(rotated).std(axis=1)
     return rotated + rng.uniform(-1.0, 1.0, rotated.shape) * spread
 
 
@@ -81,16 +87,22 @@ def voxelise(cloud: np.ndarray, grid: int = GRID) -> np.ndarray:
     """The voxel vector (grid^3,) of one (N, 3) cloud: point counts per voxel over the largest count.
 
     The dataset's VoxelGrid exactly: a box of min/max +- 0.001 grown to a cube, cut into `grid` bins per axis by
-    np.linspace edges, each point binned by np.searchsorted (so a point on an edge falls in the lower bin).
+    np.linspace edges, each point binned as np.searchsorted does (so a point on an edge falls in the lower bin).
     """
-    axes = np.array(np.asarray(cloud, dtype=np.float64).T, order="C")  # one row per axis: reductions run contiguous
+    axes = columns(np.asarray(cloud, dtype=np.float64))
     low, high = axes.min(axis=1) - 0.001, axes.max(axis=1) + 0.001
     pad = (high - low).max() - (high - low)
     low, high = low - pad / 2, high + pad / 2
-    flat = np.zeros(axes.shape[1], dtype=np.int64)
+    flat = np.zeros(axes.shape[1], dtype=np.intp)
     for axis, stride in enumerate((1, grid, grid * grid)):  # flat index x + 16 y + 256 z
-        edges = np.linspace(low[axis], high[axis], grid + 1)
-        flat += stride * np.clip(np.searchsorted(edges, axes[axis]) - 1, 0, grid - 1)
+        values, edges = axes[axis], np.linspace(low[axis], high[axis], grid + 1)
+        # np.searchsorted(edges, values) - 1, without its binary search: the bin by arithmetic, then moved by one
+        # where float rounding put it past an edge as linspace computes them (edges[i] < value <= edges[i + 1]).
+        index = ((values - low[axis]) * (grid / (high[axis] - low[axis]))).astype(np.intp)
+        np.clip(index, 0, grid - 1, out=index)
+        index -= (values <= edges[index]) & (index > 0)
+        index += (values > edges[index + 1]) & (index < grid - 1)
+        flat += stride * index
     counts = np.bincount(flat, minlength=grid**3)
     return counts / counts.max()
 

@@ -75,3 +75,16 @@ def test_rotate_with_noise_keeps_the_shape_and_bounds_the_noise():
     assert noisy.shape == cloud.shape
     assert np.all(np.abs(noisy - cloud) <= 0.25 * cloud.std(axis=0) + 1e-12)
     assert not np.allclose(noisy, cloud)
+
+
+def test_voxelise_bins_every_point_as_searchsorted_on_the_linspace_edges():
+    """The arithmetic binning agrees with the VoxelGrid definition, points on or next to an edge included."""
+    rng = np.random.default_rng(7)
+    corners = [[-2.0, -2.0, -2.0], [2.0, 2.0, 2.0]]  # fix the box, so the points added below stay inside it
+    cloud = np.concatenate([np.clip(rng.normal(size=(3000, 3)), -1.9, 1.9) * [1.0, 0.3, 0.8], corners])
+    edges = [np.linspace(-2.001, 2.001, 17)] * 3
+    inner = np.stack([edges[a][1:-1] for a in range(3)], axis=1)  # 15 points exactly on inner edges ...
+    cloud = np.concatenate([cloud, inner, np.nextafter(inner, np.inf), np.nextafter(inner, -np.inf)])  # ... and beside
+    index = [np.clip(np.searchsorted(edges[a], cloud[:, a]) - 1, 0, 15) for a in range(3)]
+    expected = np.bincount(index[0] + 16 * index[1] + 256 * index[2], minlength=4096)
+    np.testing.assert_array_equal(voxelise(cloud), expected / expected.max())
