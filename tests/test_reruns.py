@@ -50,10 +50,12 @@ def test_killed_train_leaves_no_model_and_dvc_checkout_brings_back_the_committed
     )
     try:
         deadline = time.monotonic() + 120
-        while (repo / MODEL).exists() and process.poll() is None and time.monotonic() < deadline:
+        # DVC removes the outputs one by one before it starts train: wait for the last, the uncached metrics.
+        outputs = [repo / MODEL, repo / "metrics/train.json"]
+        while any(p.exists() for p in outputs) and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert process.poll() is None, "train finished before it could be killed"
-        assert not (repo / MODEL).exists(), "DVC never removed the model"
+        assert not any(p.exists() for p in outputs), "DVC never removed the model and the metrics"
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # the whole group: DVC and the train process it started
         process.wait(timeout=30)
