@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist3d import NUM_CLASSES
+from mnist3d.parallel import usable_cores
 from mnist3d.vectors import CLOUD_FILES, VECTORS_FILE, Split, write_vectors
 from mnist3d.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise
 
@@ -149,7 +150,7 @@ def write_dataset(folder: str | os.PathLike, train_digits: int, test_digits: int
         for split, name in enumerate(counts)
         for chunk, start in enumerate(starts[name])
     ]
-    workers = min(len(os.sched_getaffinity(0)), len(jobs))
+    workers = min(usable_cores(), len(jobs))
     pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else None
     made = pool.map(make_digits, *zip(*jobs, strict=True)) if pool else (make_digits(*job) for job in jobs)
     splits = {}
