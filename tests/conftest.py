@@ -121,6 +121,20 @@ def tiny_zip_bytes(tmp_path: Path, extra: dict[str, bytes] | None = None, with_v
     return buffer.getvalue()
 
 
+def tiny_model(params: dict) -> None:
+    """Select a `tiny` architecture preset (TINY_ARCHITECTURE): training then costs little beyond TensorFlow's start."""
+    params["architectures"]["tiny"] = {**params["architectures"]["seed"], **TINY_ARCHITECTURE}
+    params["model"] = "tiny"
+
+
+def tiny_synthetic(params: dict) -> None:
+    """Params for a run of seconds: 1 epoch of the tiny model on 40 + 10 synthetic digits."""
+    tiny_model(params)
+    params["epochs"] = 1
+    params["data"].update(source="synthetic", synthetic_train_digits=40, synthetic_test_digits=10)
+    params["train"]["batch_size"] = 16
+
+
 # --- a git + DVC copy of the project, for end-to-end tests ------------------------------------------------------------
 
 COPIED = ["dvc.yaml", "params.yaml", "mnist3d", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
@@ -168,13 +182,47 @@ def make_dvc_repo(folder: Path, change_params=None) -> Path:
     return folder
 
 
-def reproduced_repo(folder: Path) -> Path:
-    """A project copy with tiny synthetic params after one `dvc repro`, its outputs and lock committed."""
-    repo = make_dvc_repo(folder, tiny_synthetic)
+def reproduced_repo(folder: Path, change_params=tiny_synthetic) -> Path:
+    """A project copy (tiny synthetic params by default) after one `dvc repro`, its outputs and lock committed."""
+    repo = make_dvc_repo(folder, change_params)
     dvc(repo, "repro")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "baseline run")
     return repo
+
+
+@pytest.fixture(scope="session")
+def baseline_repo(tmp_path_factory) -> Path:
+    """One reproduced_repo per test process; modules that run DVC take their own copy_repo of it."""
+    return reproduced_repo(tmp_path_factory.mktemp("baseline"))
+
+
+def copy_repo(repo: Path, folder: Path) -> Path:
+    """A copy of a git + DVC repo with its outputs and cache, but not DVC's temp state (locks, queue, exp clones)."""
+    return shutil.copytree(
+        repo, folder, symlinks=True, ignore=lambda where, names: ["tmp"] if where == str(repo / ".dvc") else []
+    )
+
+
+OUTPUT_DIRS = ("data", "models", "metrics", "plots")  # where stages write, and so where temporaries may be left
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    """Every file below `folder` (relative path -> bytes), skipping bytecode caches."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+def temp_leftovers(folder: Path) -> list[str]:
+    """Dot-named temporaries (`.<name>.*.tmp*`) anywhere under the output folders of `folder`."""
+    found = []
+    for name in OUTPUT_DIRS:
+        if (folder / name).is_dir():
+            found += [str(p.relative_to(folder)) for p in (folder / name).rglob(".*.tmp*")]
+    return sorted(found)
 
 
 def error_line(result: subprocess.CompletedProcess, alone: bool = True) -> str:
@@ -185,10 +233,3 @@ def error_line(result: subprocess.CompletedProcess, alone: bool = True) -> str:
     assert len(errors) == 1, result.stderr
     assert not alone or result.stderr.strip().splitlines() == errors, result.stderr
     return errors[0]
-
-
-def tiny_synthetic(params: dict) -> None:
-    """Params for a run of seconds: 1 epoch on 40 + 10 synthetic digits."""
-    params["epochs"] = 1
-    params["data"].update(source="synthetic", synthetic_train_digits=40, synthetic_test_digits=10)
-    params["train"]["batch_size"] = 16

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mnist3d.files import sha256
-from tests.conftest import dvc, git, reproduced_repo
+from tests.conftest import copy_repo, dvc, git
 
 pytestmark = pytest.mark.slow
 CACHED_OUTPUTS = ["data/raw", "data/processed", "models/model.keras", "plots"]  # what dvc push/pull carries
@@ -26,9 +26,9 @@ def checksums(repo: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A committed copy of the project with tiny synthetic params after one dvc repro."""
-    repo = reproduced_repo(tmp_path_factory.mktemp("usage"))
+def repo(baseline_repo, tmp_path_factory) -> Path:
+    """A copy of the project with tiny synthetic params, committed after one dvc repro."""
+    repo = copy_repo(baseline_repo, tmp_path_factory.mktemp("usage") / "repo")
     yield repo
     dvc(repo, "queue", "stop", check=False)  # no worker outlives the test
 

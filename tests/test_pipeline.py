@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import dvc, reproduced_repo
+from tests.conftest import copy_repo, dvc
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A fresh clone-like copy of the project with tiny synthetic params, committed, after one dvc repro."""
-    return reproduced_repo(tmp_path_factory.mktemp("repo"))
+def repo(baseline_repo, tmp_path_factory) -> Path:
+    """A copy of the project with tiny synthetic params, committed after one dvc repro."""
+    return copy_repo(baseline_repo, tmp_path_factory.mktemp("pipeline") / "repo")
 
 
 def test_repro_runs_all_five_stages_and_writes_every_output(repo):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import dvc, dvc_env, reproduced_repo
+from tests.conftest import copy_repo, dvc, dvc_env
 
 pytestmark = pytest.mark.slow
 
@@ -23,9 +23,9 @@ MODEL = "models/model.keras"
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
+def repo(baseline_repo, tmp_path_factory) -> Path:
     """Tiny synthetic params after one committed `dvc repro`; each test leaves it as it found it."""
-    return reproduced_repo(tmp_path_factory.mktemp("reruns"))
+    return copy_repo(baseline_repo, tmp_path_factory.mktemp("reruns") / "repo")
 
 
 def committed_md5(repo: Path, stage: str, path: str) -> str:
