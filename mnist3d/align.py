@@ -8,12 +8,10 @@ mirror for the network to learn. Unrotated digits already face x, so they pass t
 from __future__ import annotations
 
 import itertools
-import threading
 
 import numpy as np
 
 from mnist3d import GRID, VOXELS
-from mnist3d.parallel import for_each_chunk
 
 # Voxel centres relative to the grid centre, in the (z, y, x) order of a reshaped vector.
 _CENTRES = np.stack(np.meshgrid(*(np.arange(GRID),) * 3, indexing="ij"), axis=-1).reshape(-1, 3) - (GRID - 1) / 2
@@ -81,20 +79,16 @@ def align_slabs(vectors: np.ndarray, mode: str = "plane") -> np.ndarray:
     """
     vectors = np.asarray(vectors).reshape(len(vectors), -1)
     aligned = np.empty(vectors.shape, dtype=np.float32)
-    buffers = threading.local()  # one set per worker thread, reused chunk after chunk
-
-    def align_rows(rows: slice) -> None:
+    scratch = _Scratch(CHUNK)
+    for start in range(0, len(vectors), CHUNK):
+        rows = slice(start, start + CHUNK)
         if mode == "axes":
             mean, axes = principal_axes(vectors[rows])
             rotations = rotations_onto_axes(axes)
         else:
             mean, normals = slab_normals(vectors[rows])
             rotations = rotations_onto_x(normals)
-        if not hasattr(buffers, "scratch"):
-            buffers.scratch = _Scratch(CHUNK)
-        _resample(vectors[rows], rotations, mean, buffers.scratch, out=aligned[rows])
-
-    for_each_chunk(len(vectors), align_rows, CHUNK)
+        _resample(vectors[rows], rotations, mean, scratch, out=aligned[rows])
     return aligned
 
 
