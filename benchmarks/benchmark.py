@@ -3,6 +3,7 @@
     python benchmarks/benchmark.py                      # on what the pipeline fetched (data/raw)
     python benchmarks/benchmark.py --data 3d-mnist.zip  # any 3D MNIST zip, folder or vectors .h5
     python benchmarks/benchmark.py --quick              # 2,400 / 800 vectors and 6 epochs: a few minutes
+    python benchmarks/benchmark.py --preprocess         # only the preprocess stage, run 5 times: a minute
 
 Each recipe runs in its own scratch git + DVC copy of the project with the local source pointed at the data,
 stage by stage (`dvc repro -s` fetch, preprocess, train, evaluate), so the wall times are what `dvc exp run`
@@ -255,6 +256,42 @@ def trained_samples(run: dict) -> tuple[int, int]:
     return per_epoch, len(val_rows)
 
 
+def preprocess_report(data: Path, scratch: Path, repeats: int = 5) -> str:
+    """Run stages/preprocess.py on `data` `repeats` times as a user would, and time its work against plain I/O."""
+    import statistics
+
+    import h5py
+
+    from mnist3d.sources import copy_local
+    from mnist3d.vectors import VECTORS_FILE
+
+    project = scratch / "preprocess"
+    (project / "data/raw").mkdir(parents=True)
+    copy_local(data, project / "data/raw")
+    shutil.copy(ROOT / "params.yaml", project)
+    command = [sys.executable, str(ROOT / "stages/preprocess.py")]
+    walls = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(command, cwd=project, check=True, capture_output=True)
+        walls.append(time.perf_counter() - start)
+        print(f"  stages/preprocess.py: {walls[-1]:.2f} s", flush=True)
+    written = sum(f.stat().st_size for f in (project / "data/processed").iterdir())
+    params = yaml.safe_load((project / "params.yaml").read_text())["preprocess"]
+    prep = time_preprocess(project / "data/raw" / VECTORS_FILE, scratch, params)
+    with h5py.File(project / "data/raw" / VECTORS_FILE, "r") as h5:
+        rows = {split: len(h5[f"y_{split}"]) for split in ("train", "test")}
+    return (
+        f"Data: {data.name} ({rows['train']} train / {rows['test']} test vectors). Machine: {platform.machine()}, "
+        f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d')}.\n\n"
+        f"`python stages/preprocess.py` (align={params['align']}, writes {written / 1e9:.2f} GB), {repeats} runs: "
+        f"fastest {min(walls):.2f} s, median {statistics.median(walls):.2f} s, slowest {max(walls):.2f} s.\n\n"
+        f"Its work in one process (read and check the h5, colour, align, write the NPZ files): {prep['stage_s']:.2f} s, "
+        f"against {prep['plain_s']:.2f} s for reading the h5 and writing as many bytes (fastest of 3, in turns).\n"
+    )
+
+
 def report(runs: dict, breakdown: dict, peak: float, startup: dict, prep: dict, data_name: str, sizes: str) -> str:
     """The results as Markdown."""
     from mnist3d.model import build_model
@@ -321,11 +358,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT / "data/raw"), help="a 3D MNIST zip, folder or vectors .h5")
     parser.add_argument("--quick", action="store_true", help="2,400 train / 800 test vectors and 6 epochs per recipe")
+    parser.add_argument("--preprocess", action="store_true", help="only time the preprocess stage on --data")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results.md"), help="where to write the table")
     args = parser.parse_args()
     data = Path(args.data).expanduser().resolve()
     if not data.exists():
         sys.exit(f"error: {data} not found; run the pipeline first (dvc repro fetch) or pass --data ZIP_OR_H5")
+    if args.preprocess:
+        with tempfile.TemporaryDirectory(prefix="mnist3d-bench-") as scratch:
+            text = preprocess_report(data, Path(scratch))
+        Path(args.out).write_text(text)
+        print("\n" + text + f"\nwritten to {args.out}")
+        return
 
     with tempfile.TemporaryDirectory(prefix="mnist3d-bench-") as scratch:
         scratch = Path(scratch)
