@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from mnist3d import GRID, NUM_CLASSES, VOXELS
-from mnist3d.errors import PipelineError
+from mnist3d.errors import PipelineError, reading
+from mnist3d.files import check_size, regular_file
 
 VECTORS_FILE = "full_dataset_vectors.h5"
 CLOUD_FILES = {"train": "train_point_clouds.h5", "test": "test_point_clouds.h5"}
@@ -150,15 +151,34 @@ def write_processed(path: str | os.PathLike, x: np.ndarray | Iterable[np.ndarray
 
 
 def read_processed(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read a preprocessed split: x (N, 16, 16, 16, C) float32 and y (N,) int64."""
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"{path} not found; run the preprocess stage first (dvc repro preprocess)")
+    """Read a preprocessed split: x (N, 16, 16, 16, C) floats and y (N,) labels in 0..9.
+
+    Each array's declared shape and dtype are checked before it is read, so a crafted file cannot exhaust memory.
+    """
+    path = regular_file(path, "run the preprocess stage first (dvc repro preprocess)")
     try:
-        with np.load(path) as npz:
+        with reading(path), zipfile.ZipFile(path) as npz:
+            for name in ("x", "y"):
+                _check_npy_header(npz, name, path)
+        with reading(path), np.load(path, allow_pickle=False) as npz:
             x, y = npz["x"], npz["y"]
-    except (OSError, KeyError, ValueError, EOFError) as error:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise PipelineError(f"{path} is not a readable preprocessed NPZ ({error}); run: dvc repro preprocess") from None
-    if x.ndim != 5 or x.shape[1:4] != (16, 16, 16) or len(x) != len(y) or len(y) == 0:
+    if x.ndim != 5 or x.shape[1:4] != (GRID, GRID, GRID) or len(x) != len(y) or len(y) == 0:
         raise PipelineError(f"{path} has x {x.shape} and y {y.shape}; run: dvc repro --force preprocess")
+    check_labels(y, str(path))
     return x, y
+
+
+def _check_npy_header(npz: zipfile.ZipFile, name: str, path: Path) -> None:
+    """Refuse `name`.npy in `npz` unless it declares real numbers (floats for x) of a size within the limit."""
+    with npz.open(f"{name}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = header(member)
+    fix = "run: dvc repro --force preprocess"
+    check_numbers(dtype, f"{path} {name}", fix)
+    if name == "x" and dtype.kind != "f":
+        raise PipelineError(f"{path} x: values have dtype {dtype}, expected floats; {fix}")
+    # Twice the input limit: the Kaggle train split's grids take about 1 GB.
+    check_size(int(np.prod(shape, dtype=object)) * dtype.itemsize, f"{path} {name}", times=2)

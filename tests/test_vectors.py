@@ -1,8 +1,13 @@
-"""Vector checks, and processed NPZ files: x streamed in blocks reads back exactly as np.savez would write it."""
+"""Vector checks, and processed NPZ files: x streamed in blocks reads back exactly as np.savez would write it,
+and a crafted NPZ is refused before its arrays are read."""
+
+import io
+import zipfile
 
 import numpy as np
 import pytest
 
+from mnist3d.errors import PipelineError
 from mnist3d.vectors import finite_bounds, read_processed, write_processed
 
 
@@ -45,3 +50,41 @@ def test_finite_bounds_are_none_for_any_nan_or_inf(bad):
 
 def test_finite_bounds_are_the_min_and_max():
     assert finite_bounds(np.array([[0.25, -2.0], [7.5, 0.0]])) == (-2.0, 7.5)
+
+
+def npz_declaring(tmp_path, x_header: dict) -> str:
+    """An NPZ whose x.npy has the header `x_header` and only a few bytes of data: what a crafted file could hold."""
+    path = tmp_path / "crafted.npz"
+    x_bytes = io.BytesIO()
+    np.lib.format.write_array_header_2_0(x_bytes, {"fortran_order": False, **x_header})
+    with zipfile.ZipFile(path, "w") as npz:
+        npz.writestr("x.npy", x_bytes.getvalue() + b"\0" * 64)
+        with npz.open("y.npy", "w") as member:
+            np.lib.format.write_array(member, np.arange(3))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("header", "fragment"),
+    [
+        ({"descr": "<f4", "shape": (10**8, 16, 16, 16, 6)}, "x declares 9,375,000 MB, over the 2048 MB limit on input"),
+        ({"descr": "<i8", "shape": (3, 16, 16, 16, 3)}, "x: values have dtype int64, expected floats; run: dvc repro"),
+        ({"descr": "<c8", "shape": (3, 16, 16, 16, 3)}, "x: values have dtype complex64, expected real numbers; run"),
+    ],
+)
+def test_processed_arrays_are_checked_before_they_are_read(tmp_path, header, fragment):
+    with pytest.raises(PipelineError) as refused:
+        read_processed(npz_declaring(tmp_path, header))
+    assert fragment in str(refused.value), refused.value
+
+
+def test_processed_labels_out_of_range_are_refused(tmp_path):
+    write_processed(tmp_path / "labels.npz", grids(2), np.array([3, 10]))
+    with pytest.raises(PipelineError, match=r"labels must lie in 0\.\.9, found 3\.\.10"):
+        read_processed(tmp_path / "labels.npz")
+
+
+def test_a_processed_file_that_is_not_a_zip_is_named(tmp_path):
+    (tmp_path / "train.npz").write_bytes(b"not a zip at all")
+    with pytest.raises(PipelineError, match="train.npz is not a readable preprocessed NPZ .*dvc repro preprocess"):
+        read_processed(tmp_path / "train.npz")
