@@ -27,6 +27,7 @@ from mnist3d.vectors import (
     check_numbers,
     check_split,
     check_vectors,
+    npy_header,
 )
 
 GRID_SHAPE = (GRID, GRID, GRID)
@@ -197,9 +198,7 @@ def read_npy(path: Path) -> np.ndarray:
     """An .npy array, its header (shape, dtype) checked against the size limit before the data is read."""
     with reading(path), open(path, "rb") as handle:
         try:
-            version = np.lib.format.read_magic(handle)
-            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = header(handle)
+            shape, dtype = npy_header(handle)
         except (ValueError, EOFError, OSError) as error:
             raise PipelineError(f"{path} is not a readable .npy array ({error}); save it with numpy.save") from None
         check_numbers(dtype, str(path), "save the array as floats")

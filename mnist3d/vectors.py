@@ -173,12 +173,18 @@ def read_processed(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 def _check_npy_header(npz: zipfile.ZipFile, name: str, path: Path) -> None:
     """Refuse `name`.npy in `npz` unless it declares real numbers (floats for x) of a size within the limit."""
     with npz.open(f"{name}.npy") as member:
-        version = np.lib.format.read_magic(member)
-        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = header(member)
+        shape, dtype = npy_header(member)
     fix = "run: dvc repro --force preprocess"
     check_numbers(dtype, f"{path} {name}", fix)
     if name == "x" and dtype.kind != "f":
         raise PipelineError(f"{path} x: values have dtype {dtype}, expected floats; {fix}")
     # Twice the input limit: the Kaggle train split's grids take about 1 GB.
     check_size(int(np.prod(shape, dtype=object)) * dtype.itemsize, f"{path} {name}", times=2)
+
+
+def npy_header(handle) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype that an .npy stream declares, read from its header alone."""
+    version = np.lib.format.read_magic(handle)
+    header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = header(handle)
+    return shape, dtype
