@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -33,6 +34,15 @@ def committed_md5(repo: Path, stage: str, path: str) -> str:
     return next(out["md5"] for out in lock["stages"][stage]["outs"] if out["path"] == path)
 
 
+def train_started(process: subprocess.Popen) -> bool:
+    """Whether `process` (DVC) has started the train stage's Python process."""
+    try:
+        children = psutil.Process(process.pid).children(recursive=True)
+        return any("stages/train.py" in " ".join(child.cmdline()) for child in children)
+    except psutil.Error:  # a child that exited while it was being looked at
+        return False
+
+
 def test_killed_train_leaves_no_model_and_dvc_checkout_brings_back_the_committed_one(repo):
     """DVC deletes a stage's outputs before running it: after kill -9 the model is absent, not the previous one.
 
@@ -50,12 +60,14 @@ def test_killed_train_leaves_no_model_and_dvc_checkout_brings_back_the_committed
     )
     try:
         deadline = time.monotonic() + 120
-        # DVC removes the outputs one by one before it starts train: wait for the last, the uncached metrics.
+        # DVC removes the outputs, then rewrites .dvc/tmp/rwlock, then starts train. Killed in that rewrite, DVC
+        # would leave the lock file empty, which is not the case under test: wait for the train process itself.
         outputs = [repo / MODEL, repo / "metrics/train.json"]
-        while any(p.exists() for p in outputs) and process.poll() is None and time.monotonic() < deadline:
+        while not train_started(process) and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert process.poll() is None, "train finished before it could be killed"
-        assert not any(p.exists() for p in outputs), "DVC never removed the model and the metrics"
+        assert train_started(process), "DVC never started train"
+        assert not any(p.exists() for p in outputs), "DVC started train without removing the model and the metrics"
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # the whole group: DVC and the train process it started
         process.wait(timeout=30)
