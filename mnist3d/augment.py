@@ -5,50 +5,55 @@ from __future__ import annotations
 import numpy as np
 
 from mnist3d import GRID
-from mnist3d.tta import apply_symmetry, cube_symmetries
+from mnist3d.errors import PipelineError
+from mnist3d.processed import Clouds
+from mnist3d.symmetry import apply_symmetry, cube_symmetries
 from mnist3d.voxels import random_rotations
 
 NOISE_POOL = 1 << 22  # uniform draws made once per epoch; each copy reads its noise from a random window of them
 
 
 class RotatedCopies:
-    """Fresh copies of (3, N) point clouds, rotated and noised as the dataset's odd rows were, as voxel vectors.
+    """Fresh copies of training clouds, rotated and noised as the dataset's odd rows were, as voxel vectors.
 
-    Called with an rng, it gives one epoch's copies (N, 4096). Two shortcuts make it about twice as fast as drawing
-    every point's noise and measuring every rotated cloud's spread: the spread of a rotated cloud follows from its
-    covariance (computed once), and the noise of each copy is a window of one pool of uniform draws per epoch, at a
-    random offset, so within a copy it is still independent and uniform. Binning uses plain floor division: with
-    continuous noise a point lands exactly on a bin edge with probability zero, so the dataset's exact searchsorted
-    tie rule is not needed here.
+    Called with an rng, it gives one epoch's copies (N, 4096) of the clouds `ids` names. Two shortcuts make it about
+    twice as fast as drawing every point's noise and measuring every rotated cloud's spread: the spread of a rotated
+    cloud follows from its covariance (stored by preprocess), and the noise of each copy is a window of one pool of
+    uniform draws per epoch, at a random offset, so within a copy it is still independent and uniform. Binning uses
+    plain floor division: with continuous noise a point lands exactly on a bin edge with probability zero, so the
+    dataset's exact searchsorted tie rule is not needed here.
     """
 
-    def __init__(self, clouds: list[np.ndarray]):
-        self.clouds = clouds
-        self.sizes = np.array([cloud.shape[1] for cloud in clouds])
-        centred = [cloud - cloud.mean(axis=1, keepdims=True) for cloud in clouds]
-        self.covariances = np.stack([(c @ c.T).astype(np.float64) / c.shape[1] for c in centred])
+    def __init__(self, clouds: Clouds, ids: np.ndarray):
+        self.clouds, self.ids = clouds, ids
+        self.sizes = np.diff(clouds.offsets)[ids]
+        self.covariances = clouds.covariances[ids]
 
     def __call__(self, rng: np.random.Generator) -> np.ndarray:
         # cloud @ M in the dataset's row-vector convention is M.T @ cloud here
-        rotations = random_rotations(rng, len(self.clouds)).transpose(0, 2, 1)
+        rotations = random_rotations(rng, len(self.ids)).transpose(0, 2, 1)
         spreads = 0.25 * np.sqrt(np.einsum("bij,bjk,bik->bi", rotations, self.covariances, rotations))
         pool = rng.random(max(NOISE_POOL, 3 * self.sizes.max()), dtype=np.float32)
         pool *= 2
         pool -= 1
         starts = rng.integers(0, len(pool) - 3 * self.sizes + 1)
-        vectors = np.empty((len(self.clouds), GRID**3), dtype=np.float64)
-        rows = zip(self.clouds, rotations.astype(np.float32), spreads.astype(np.float32), starts, strict=True)
-        for row, (cloud, rotation, spread, start) in enumerate(rows):
-            points = rotation @ cloud
+        vectors = np.empty((len(self.ids), GRID**3), dtype=np.float64)
+        rows = zip(self.ids, rotations.astype(np.float32), spreads.astype(np.float32), starts, strict=True)
+        for row, (index, rotation, spread, start) in enumerate(rows):
+            points = rotation @ self.clouds.cloud(index)
             points += pool[start : start + points.size].reshape(points.shape) * spread[:, None]
             low, high = points.min(axis=1) - 0.001, points.max(axis=1) + 0.001
             side = (high - low).max()
+            if not np.isfinite(side):  # a NaN or Inf point: checked here, where every point passes anyway
+                raise PipelineError(
+                    f"training cloud {index} holds NaN or Inf points; run: dvc repro --force preprocess"
+                )
             low -= (side - (high - low)) / 2  # grow the box to a cube around its centre
             points -= low[:, None]
             points *= GRID / side
-            index = points.astype(np.int32)  # never negative: every point lies above the box's low corner
-            np.minimum(index, GRID - 1, out=index)
-            counts = np.bincount(index[0] + GRID * index[1] + GRID * GRID * index[2], minlength=GRID**3)
+            bins = points.astype(np.int32)  # never negative: every point lies above the box's low corner
+            np.minimum(bins, GRID - 1, out=bins)
+            counts = np.bincount(bins[0] + GRID * bins[1] + GRID * GRID * bins[2], minlength=GRID**3)
             vectors[row] = counts / counts.max()
         return vectors
 

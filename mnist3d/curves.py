@@ -25,10 +25,11 @@ class EpochOutputs(keras.callbacks.Callback):
     taken for a result; run by hand, the first epoch still never mixes with an older run's.
     """
 
-    def __init__(self, live_dir: str | Path, metrics_path: str | Path):
+    def __init__(self, live_dir: str | Path, metrics_path: str | Path, details: dict[str, Any] | None = None):
         super().__init__()
         self.live_dir, self.metrics_path = Path(live_dir), Path(metrics_path)
         self.history: dict[str, list[float]] = {}
+        self.details = dict(details or {})  # written into the summary beside the history's figures
         self.curves: Any = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -41,7 +42,11 @@ class EpochOutputs(keras.callbacks.Callback):
         self.curves.on_epoch_end(epoch, logs)  # one row per curve, appended to its .tsv
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
-        write_json(self.metrics_path, summarise_history(self.history))  # atomic: a reader never sees half a file
+        self.write_summary()
+
+    def write_summary(self) -> None:
+        """metrics/train.json from the epochs so far and the details; atomic, so a reader never sees half a file."""
+        write_json(self.metrics_path, {**summarise_history(self.history), **self.details})
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.curves.on_train_end(logs)

@@ -66,6 +66,7 @@ def quiet_native_stderr() -> Iterator[None]:
     Those lines ignore TF_CPP_MIN_LOG_LEVEL and would bury the one `error: ` line. What was held back is
     printed after all if the block fails with anything but a PipelineError, so a real crash keeps its clues.
     """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # and TensorFlow's INFO and WARNING lines, read at its import
     sys.stderr.flush()
     with tempfile.TemporaryFile() as held:
         saved = os.dup(2)

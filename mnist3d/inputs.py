@@ -10,7 +10,8 @@ import numpy as np
 from mnist3d.align import align_slabs
 from mnist3d.colour import colour_grids
 from mnist3d.parallel import one_ahead
-from mnist3d.vectors import Split, write_processed
+from mnist3d.processed import write_processed
+from mnist3d.vectors import Split
 
 
 def network_inputs(vectors: np.ndarray, colormap: str, align: str) -> np.ndarray:

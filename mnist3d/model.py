@@ -6,8 +6,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mnist3d import GRID, NUM_CLASSES
 from mnist3d.errors import PipelineError, quiet_native_stderr
 
@@ -75,16 +73,3 @@ def load_model(path: str | os.PathLike) -> Any:
             raise PipelineError(
                 f"{path} is not a loadable Keras model ({type(error).__name__}); retrain with: dvc repro --force train"
             ) from None
-
-
-def forward_flops(model: Any) -> int:
-    """Multiply-add FLOPs (2 per MAC) of one forward pass through the conv and dense layers."""
-    flops = 0
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if kind == "Conv3D":
-            outputs = int(np.prod(layer.output.shape[1:4]))
-            flops += 2 * outputs * int(np.prod(layer.kernel_size)) * layer.input.shape[-1] * layer.filters
-        elif kind == "Dense":
-            flops += 2 * layer.input.shape[-1] * layer.units
-    return flops

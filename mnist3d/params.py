@@ -132,6 +132,8 @@ SCHEMAS: dict[str, dict[str, Check]] = {
         "copies_per_epoch": _int_up_to(100),
         "label_smoothing": _fraction(low_open=False),
         "schedule": _one_of("constant", "cosine"),
+        "ema": _fraction(low_open=False),
+        "flip_aligned": _boolean,
         "distribute": _one_of("none", "mirrored", "multi_worker"),
     },
     "evaluate": {
@@ -185,12 +187,6 @@ def _parse(data: bytes, path: str) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise PipelineError(f"{path} must be a mapping of sections; see docs/params.md")
     return params
-
-
-def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    """Read params.yaml as a dict, unchecked; a missing, oversized, binary or broken file is a PipelineError."""
-    path, data = _read_bytes(path)
-    return _parse(data, str(path))
 
 
 def check_section(values: Any, schema: dict[str, Check], where: str) -> dict[str, Any]:

@@ -17,8 +17,8 @@ import numpy as np
 from mnist3d import NUM_CLASSES
 from mnist3d.errors import PipelineError
 from mnist3d.files import atomic_path, file_kind
+from mnist3d.formats import Samples, read_input
 from mnist3d.inputs import network_inputs
-from mnist3d.readers import Samples, read_input
 from mnist3d.voxels import voxelise_batch
 
 DEFAULT_MODEL = Path("models/model.keras")

@@ -15,7 +15,7 @@ from typing import Any
 
 from mnist3d.errors import PipelineError, reading
 from mnist3d.files import atomic_path, check_size, file_kind, regular_file, sha256, write_json
-from mnist3d.readers import read_point_clouds, read_vectors
+from mnist3d.readers import read_paired_clouds, read_vectors
 from mnist3d.vectors import CLOUD_FILES, VECTORS_FILE
 
 WANTED = (VECTORS_FILE, *CLOUD_FILES.values())
@@ -192,15 +192,6 @@ def copy_file(source: Path, target: Path) -> None:
     shutil.copyfile(source, target)
 
 
-def check_clouds(path: Path) -> None:
-    """Check a point-cloud file's structure, declared sizes and labels; its points are read by training."""
-    _, labels = read_point_clouds(path, rows=[])
-    if labels is None:
-        raise PipelineError(
-            f"{path.name}: some groups have no label; is it a 3D MNIST point-cloud file? fetch it again"
-        )
-
-
 def fetch(section: dict[str, Any], target: str | os.PathLike, manifest_path: str | os.PathLike) -> dict[str, Any]:
     """Fill `target` with the raw files, then write the manifest; `target` appears only once everything checks out.
 
@@ -228,10 +219,10 @@ def fetch(section: dict[str, Any], target: str | os.PathLike, manifest_path: str
             sizes = {k: section[k] for k in ("synthetic_train_digits", "synthetic_test_digits", "seed")}
             write_dataset(folder, sizes["synthetic_train_digits"], sizes["synthetic_test_digits"], sizes["seed"])
             manifest.update(sizes)
-        splits = read_vectors(folder / VECTORS_FILE)
-        for name in CLOUD_FILES.values():
-            if (folder / name).exists():
-                check_clouds(folder / name)
+        splits = read_vectors(folder / VECTORS_FILE)  # checks that rows 2i and 2i+1 agree on their label
+        for split, name in CLOUD_FILES.items():
+            if (folder / name).exists():  # structure, sizes, and one cloud per pair labelled as it: no points read
+                read_paired_clouds(folder / name, splits[split].y, rows=[])
         manifest["rows"] = {name: len(split.y) for name, split in splits.items()}
         manifest["files"] = {
             p.name: {"sha256": sha256(p), "bytes": p.stat().st_size}

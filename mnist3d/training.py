@@ -10,7 +10,11 @@ import numpy as np
 
 from mnist3d import NUM_CLASSES
 from mnist3d.errors import PipelineError, quiet_native_stderr
+from mnist3d.metrics import evaluate_predictions
+from mnist3d.processed import Clouds, read_clouds
 from mnist3d.replicas import distribution_strategy, share_batch_statistics
+from mnist3d.symmetry import ALIGNED_FLIPS, RGB, flip_aligned
+from mnist3d.vectors import check_cloud_labels
 
 
 def make_deterministic(seed: int) -> None:
@@ -63,25 +67,27 @@ class EpochBatches:
         make_fresh=None,
         fresh_labels=None,
         epochs: int | None = None,
+        flip_aligned: bool = False,
     ):
         self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
-        self.make_fresh, self.fresh_labels = make_fresh, fresh_labels
+        self.make_fresh, self.fresh_labels, self.flip_aligned = make_fresh, fresh_labels, flip_aligned
         self.size = len(y) + (len(fresh_labels) if make_fresh else 0)
         self.epoch, self.epochs = 0, epochs
         self._pool = ThreadPoolExecutor(max_workers=1)
         self._next = self._pool.submit(self._prepare, 0)
 
-    def _prepare(self, epoch: int) -> tuple[np.ndarray | None, np.ndarray]:
+    def _prepare(self, epoch: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
         rng = np.random.default_rng([self.seed, epoch])
         fresh = self.make_fresh(rng) if self.make_fresh else None
-        return fresh, rng.permutation(self.size)
+        order = rng.permutation(self.size)
+        return fresh, order, rng.integers(len(ALIGNED_FLIPS), size=self.size) if self.flip_aligned else None
 
     def steps(self) -> int:
         return -(-self.size // self.batch_size)
 
     def __call__(self):
         """Yield (grids, one-hot labels) batches for the next epoch."""
-        fresh, order = (self._next or self._pool.submit(self._prepare, self.epoch)).result()
+        fresh, order, flips = (self._next or self._pool.submit(self._prepare, self.epoch)).result()
         self.epoch += 1
         # The last epoch prepares nothing more: that work would only compete with its training.
         self._next = None if self.epoch == self.epochs else self._pool.submit(self._prepare, self.epoch)
@@ -93,6 +99,8 @@ class EpochBatches:
             grids = self.x[fixed]
             if fresh is not None and len(fixed) < len(rows):
                 grids = np.concatenate([grids, fresh[rows[len(fixed) :] - len(self.y)]])
+            if flips is not None:
+                flip_aligned(grids, flips[rows])
             yield grids, eye[labels[rows]]
 
     def dataset(self):
@@ -108,15 +116,21 @@ class EpochBatches:
 
 
 def compile_model(
-    model: Any, learning_rate: float, label_smoothing: float = 0.0, schedule: str = "constant", total_steps: int = 1
+    model: Any,
+    learning_rate: float,
+    label_smoothing: float = 0.0,
+    schedule: str = "constant",
+    total_steps: int = 1,
+    ema: float = 0.0,
 ) -> None:
-    """Adam with categorical cross-entropy, as in the notebook; optionally label smoothing and a cosine decay."""
+    """Adam with categorical cross-entropy, as in the notebook; optionally label smoothing, a cosine decay and an
+    exponential moving average of the weights (momentum `ema`), which replaces the weights when training ends."""
     import keras
 
     if schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps, alpha=0.01)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate, use_ema=ema > 0, ema_momentum=ema or 0.99),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=["accuracy"],
     )
@@ -137,35 +151,39 @@ def fresh_copies(
     x: np.ndarray,
     y: np.ndarray,
     train_rows: np.ndarray,
-    clouds_path: Any,
+    clouds: Clouds | None,
     preprocess: dict[str, Any],
     copies: int = 1,
 ):
     """The per-epoch maker of extra training grids for `augment`, and their labels; (None, None) for none.
 
-    `clouds` makes `copies` fresh rotated, noisy copies of each training cloud per epoch; without a cloud
-    file that matches the vectors, it falls back to `cube`: the dataset's rotated rows under random cube symmetries.
+    `clouds` makes `copies` fresh rotated, noisy copies of each training cloud per epoch (cloud i made rows 2i
+    and 2i+1); `cube` turns the dataset's rotated rows by random cube symmetries.
     """
-    from pathlib import Path
-
     from mnist3d.augment import RotatedCopies, random_symmetries
     from mnist3d.inputs import network_inputs
-    from mnist3d.readers import read_clouds
 
     if augment == "none":
         return None, None
-    cloud_ids = np.tile(train_rows[train_rows % 2 == 0] // 2, copies)  # cloud i made rows 2i and 2i+1 (rotated)
+    cloud_ids = np.tile(train_rows[train_rows % 2 == 0] // 2, copies)
     if augment == "clouds":
-        path = Path(clouds_path)
-        clouds = read_clouds(path) if path.is_file() else []
-        if len(clouds) * 2 == len(y):
-            rotated_copies = RotatedCopies([clouds[i] for i in cloud_ids])
-            print(f"train: augmenting with {len(cloud_ids)} fresh rotated copies of the point clouds per epoch")
-            colormap, aligned = preprocess["colormap"], preprocess["align"]
-            return (lambda rng: network_inputs(rotated_copies(rng), colormap, aligned)), y[2 * cloud_ids]
-        print(f"train: {path} missing or not paired with the vectors; augmenting with cube symmetries instead")
+        rotated_copies = RotatedCopies(clouds, cloud_ids)
+        colormap, aligned = preprocess["colormap"], preprocess["align"]
+        return (lambda rng: network_inputs(rotated_copies(rng), colormap, aligned)), clouds.labels[cloud_ids]
     rotated = x[2 * cloud_ids + 1]
     return (lambda rng: random_symmetries(rotated, rng)), y[2 * cloud_ids + 1]
+
+
+def read_training_clouds(points_path: Any, index_path: Any, y: np.ndarray) -> Clouds:
+    """The clouds `train.augment: clouds` re-rotates, checked against the training labels' pairs."""
+    clouds = read_clouds(points_path, index_path)
+    if not len(clouds):
+        raise PipelineError(
+            "train.augment is clouds, but the data has no point clouds to rotate (the source gave only vectors); "
+            "augment with cube symmetries instead: dvc exp run -S train.augment=cube"
+        )
+    check_cloud_labels(clouds.labels, y, str(index_path))
+    return clouds
 
 
 def fit(
@@ -174,22 +192,30 @@ def fit(
     params: dict[str, Any],
     architecture: dict[str, Any],
     epochs: int,
-    clouds_path: Any,
+    clouds: Clouds | None,
     preprocess: dict[str, Any],
     callbacks: list | tuple = (),
     strategy: Any = None,
-) -> tuple[Any, dict[str, list[float]]]:
-    """Build and train a model from the `train` params on preprocessed grids; returns it and its history.
+) -> tuple[Any, dict[str, list[float]], dict[str, float]]:
+    """Build and train a model from the `train` params on preprocessed grids.
 
-    `strategy` defaults to the one `train.distribute` names; multi_worker's must be made before any TF op."""
+    Returns the model, its history and its validation accuracy on each half. `strategy` defaults to the one
+    `train.distribute` names; multi_worker's must be made before any TF op."""
     from mnist3d.model import build_model
 
     train_rows, val_rows = split_pairs(len(y), params["validation_split"], params["seed"])
     make_fresh, fresh_labels = fresh_copies(
-        params["augment"], x, y, train_rows, clouds_path, preprocess, params["copies_per_epoch"]
+        params["augment"], x, y, train_rows, clouds, preprocess, params["copies_per_epoch"]
     )
     batches = EpochBatches(
-        x[train_rows], y[train_rows], params["batch_size"], params["seed"], make_fresh, fresh_labels, epochs
+        x[train_rows],
+        y[train_rows],
+        params["batch_size"],
+        params["seed"],
+        make_fresh,
+        fresh_labels,
+        epochs,
+        params["flip_aligned"] and x.shape[-1] > RGB,
     )
     # TensorFlow's C++ lines as it first touches the devices (cuInit on a machine without GPU) would bury ours.
     with quiet_native_stderr():
@@ -200,13 +226,24 @@ def fit(
             model = build_model(architecture, input_shape=x.shape[1:])
             share_batch_statistics(model, strategy)
             total_steps = epochs * batches.steps()
-            compile_model(model, params["learning_rate"], params["label_smoothing"], params["schedule"], total_steps)
+            compile_model(
+                model,
+                params["learning_rate"],
+                params["label_smoothing"],
+                params["schedule"],
+                total_steps,
+                params["ema"],
+            )
     print(
         f"train: {batches.size} samples per epoch ({len(train_rows)} fixed, augment={params['augment']}), "
         f"{len(val_rows)} validation, {model.count_params():,} parameters, "
         f"{strategy.num_replicas_in_sync} replica(s)",
         flush=True,
     )
+    if params["ema"]:
+        import keras  # so that each epoch's validation scores the averaged weights that will be saved
+
+        callbacks = [keras.callbacks.SwapEMAWeights(), *callbacks]
     history = model.fit(
         batches.dataset(),
         validation_data=val_data,
@@ -215,4 +252,9 @@ def fit(
         callbacks=list(callbacks),
         verbose=1 if sys.stdout.isatty() else 2,  # one line per epoch in logs
     )
-    return model, history.history
+    # Scored by a plain copy: a model made under multi_worker would wait for the other hosts to predict too.
+    with quiet_native_stderr():
+        scorer = build_model(architecture, input_shape=x.shape[1:])
+        scorer.set_weights(model.get_weights())
+        validation = evaluate_predictions(y[val_rows], scorer.predict(x[val_rows], batch_size=256, verbose=0))
+    return model, history.history, {k: validation[k] for k in ("accuracy", "accuracy_original", "accuracy_rotated")}

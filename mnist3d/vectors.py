@@ -1,19 +1,14 @@
-"""The Kaggle `full_dataset_vectors.h5` schema: read it, check it, write it."""
+"""The Kaggle schema: what its vectors, labels and point clouds must hold, checked wherever they enter; and a writer."""
 
 from __future__ import annotations
 
-import itertools
 import os
-import zipfile
-from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from mnist3d import GRID, NUM_CLASSES, VOXELS
-from mnist3d.errors import PipelineError, reading
-from mnist3d.files import check_size, regular_file
+from mnist3d.errors import PipelineError
 
 VECTORS_FILE = "full_dataset_vectors.h5"
 CLOUD_FILES = {"train": "train_point_clouds.h5", "test": "test_point_clouds.h5"}
@@ -50,6 +45,41 @@ def check_labels(y: np.ndarray, name: str) -> None:
         raise PipelineError(f"{name}: labels must lie in 0..{NUM_CLASSES - 1}, found {y.min()}..{y.max()}")
 
 
+def check_pairs(y: np.ndarray, name: str) -> None:
+    """Refuse labels that are not (original, rotated copy) pairs: rows 2i and 2i+1 are one digit in the dataset.
+
+    The train/validation split keeps pairs whole, the metrics score each half, and the fresh copies take the labels
+    of the clouds by these pairs: all of it would be silently wrong on rows in another order.
+    """
+    if len(y) % 2:
+        raise PipelineError(
+            f"{name}: {len(y)} rows, an odd count; 3D MNIST stores each digit twice (original, rotated)"
+        )
+    differ = np.flatnonzero(y[0::2] != y[1::2])
+    if len(differ):
+        row = 2 * differ[0]
+        raise PipelineError(
+            f"{name}: rows {row} and {row + 1} have labels {y[row]} and {y[row + 1]}, but 3D MNIST stores each digit "
+            f"as row 2i and its rotated copy as row 2i+1 ({len(differ)} pair(s) disagree); is the file in its order?"
+        )
+
+
+def check_cloud_labels(cloud_labels: np.ndarray, y: np.ndarray, name: str) -> None:
+    """Refuse point clouds whose count or labels disagree with the vectors' pairs: cloud i made rows 2i and 2i+1."""
+    if 2 * len(cloud_labels) != len(y):
+        raise PipelineError(
+            f"{name}: {len(cloud_labels)} clouds for {len(y)} vectors, expected one cloud per (original, rotated) "
+            "pair; fetch the files again, all from one copy of the dataset"
+        )
+    differ = np.flatnonzero(cloud_labels != y[0::2])
+    if len(differ):
+        index = differ[0]
+        raise PipelineError(
+            f"{name}: cloud {index} is labelled {cloud_labels[index]} but vectors {2 * index} and {2 * index + 1} "
+            f"are {y[2 * index]} ({len(differ)} cloud(s) disagree); fetch the files again, all from one copy"
+        )
+
+
 def check_split(x: np.ndarray, y: np.ndarray, name: str) -> None:
     """Raise a PipelineError that names `name` if x or y break the schema."""
     if x.ndim != 2 or x.shape[1] != VOXELS:
@@ -63,6 +93,7 @@ def check_split(x: np.ndarray, y: np.ndarray, name: str) -> None:
     if len(x) == 0:
         raise PipelineError(f"{name}: the split is empty; fetch the data again")
     check_labels(y, name)
+    check_pairs(y, name)
     bounds = finite_bounds(x)
     if bounds is None:
         raise PipelineError(f"{name}: X holds NaN or Inf values; fetch the data again")
@@ -122,69 +153,3 @@ def write_vectors(path: str | os.PathLike, splits: dict[str, Split]) -> None:
         for name, split in splits.items():
             h5.create_dataset(f"X_{name}", data=split.x.astype(np.float64))
             h5.create_dataset(f"y_{name}", data=split.y.astype(np.int64))
-
-
-def write_processed(path: str | os.PathLike, x: np.ndarray | Iterable[np.ndarray], y: np.ndarray) -> None:
-    """Write one preprocessed split as an uncompressed NPZ with `x` and `y`, as np.savez would.
-
-    `x` may also come as consecutive blocks of rows, which are streamed into the file, so the whole
-    array never has to sit in memory.
-    """
-    blocks = iter([x] if isinstance(x, np.ndarray) else x)
-    first = next(blocks)
-    shape = (len(y), *first.shape[1:])
-    rows = 0
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as npz:
-        with npz.open("x.npy", "w", force_zip64=True) as entry:
-            np.lib.format.write_array_header_1_0(
-                entry, {"descr": np.lib.format.dtype_to_descr(first.dtype), "fortran_order": False, "shape": shape}
-            )
-            for block in itertools.chain([first], blocks):
-                if block.shape[1:] != shape[1:] or block.dtype != first.dtype:
-                    raise ValueError(f"block {block.shape} {block.dtype} does not continue {shape} {first.dtype}")
-                entry.write(np.ascontiguousarray(block).data)
-                rows += len(block)
-        if rows != len(y):
-            raise ValueError(f"{rows} rows of x for {len(y)} labels")
-        with npz.open("y.npy", "w", force_zip64=True) as entry:
-            np.lib.format.write_array(entry, np.asarray(y), allow_pickle=False)
-
-
-def read_processed(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read a preprocessed split: x (N, 16, 16, 16, C) floats and y (N,) labels in 0..9.
-
-    Each array's declared shape and dtype are checked before it is read, so a crafted file cannot exhaust memory.
-    """
-    path = regular_file(path, "run the preprocess stage first (dvc repro preprocess)")
-    try:
-        with reading(path), zipfile.ZipFile(path) as npz:
-            for name in ("x", "y"):
-                _check_npy_header(npz, name, path)
-        with reading(path), np.load(path, allow_pickle=False) as npz:
-            x, y = npz["x"], npz["y"]
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise PipelineError(f"{path} is not a readable preprocessed NPZ ({error}); run: dvc repro preprocess") from None
-    if x.ndim != 5 or x.shape[1:4] != (GRID, GRID, GRID) or len(x) != len(y) or len(y) == 0:
-        raise PipelineError(f"{path} has x {x.shape} and y {y.shape}; run: dvc repro --force preprocess")
-    check_labels(y, str(path))
-    return x, y
-
-
-def _check_npy_header(npz: zipfile.ZipFile, name: str, path: Path) -> None:
-    """Refuse `name`.npy in `npz` unless it declares real numbers (floats for x) of a size within the limit."""
-    with npz.open(f"{name}.npy") as member:
-        shape, dtype = npy_header(member)
-    fix = "run: dvc repro --force preprocess"
-    check_numbers(dtype, f"{path} {name}", fix)
-    if name == "x" and dtype.kind != "f":
-        raise PipelineError(f"{path} x: values have dtype {dtype}, expected floats; {fix}")
-    # Twice the input limit: the Kaggle train split's grids take about 1 GB.
-    check_size(int(np.prod(shape, dtype=object)) * dtype.itemsize, f"{path} {name}", times=2)
-
-
-def npy_header(handle) -> tuple[tuple[int, ...], np.dtype]:
-    """The shape and dtype that an .npy stream declares, read from its header alone."""
-    version = np.lib.format.read_magic(handle)
-    header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, _, dtype = header(handle)
-    return shape, dtype

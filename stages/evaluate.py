@@ -21,8 +21,8 @@ def main() -> None:
 
     from mnist3d.metrics import confusion_rows, evaluate_predictions, per_class_rows
     from mnist3d.model import load_model
+    from mnist3d.processed import read_processed
     from mnist3d.tta import predict_with_views
-    from mnist3d.vectors import read_processed
 
     x, y = read_processed(PROCESSED_TEST)
     model = load_model(MODEL)

@@ -10,7 +10,7 @@ from mnist3d.params import load_section
 from mnist3d.sources import fetch
 
 RAW = Path("data/raw")
-MANIFEST = Path("data/manifest.json")  # outside data/raw, which train depends on: data.path must not re-run it
+MANIFEST = Path("data/manifest.json")  # outside data/raw, which preprocess reads: data.path must not re-run it
 
 
 def main() -> None:

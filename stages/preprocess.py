@@ -1,4 +1,8 @@
-"""Stage preprocess: colour the voxel vectors into RGB grids (plus aligned copies), data/processed/{train,test}.npz."""
+"""Stage preprocess: everything train and evaluate read, in data/processed.
+
+{train,test}.npz: the voxel vectors through the colormap as RGB grids, plus aligned copies (preprocess.align);
+train_points.npy and train_clouds.npz: the training point clouds, packed for train to memory-map.
+"""
 
 import sys
 from pathlib import Path
@@ -9,8 +13,9 @@ from mnist3d.errors import run_stage
 from mnist3d.files import atomic_path
 from mnist3d.inputs import write_network_inputs
 from mnist3d.params import load_section
-from mnist3d.readers import read_vectors
-from mnist3d.vectors import VECTORS_FILE
+from mnist3d.processed import pack_clouds, write_clouds
+from mnist3d.readers import read_source_clouds, read_vectors
+from mnist3d.vectors import CLOUD_FILES, VECTORS_FILE
 
 RAW = Path("data/raw")
 PROCESSED = Path("data/processed")
@@ -19,10 +24,13 @@ PROCESSED = Path("data/processed")
 def main() -> None:
     params = load_section("preprocess")
     splits = read_vectors(RAW / VECTORS_FILE)
+    clouds, labels = read_source_clouds(RAW / CLOUD_FILES["train"], splits["train"].y)
     with atomic_path(PROCESSED, directory=True) as folder:
         for name, split in splits.items():
             write_network_inputs(folder / f"{name}.npz", split, params["colormap"], params["align"])
             print(f"preprocess: {name}: {len(split.y)} grids through {params['colormap']}, align {params['align']}")
+        write_clouds(folder / "train_points.npy", folder / "train_clouds.npz", pack_clouds(clouds, labels))
+        print(f"preprocess: train: {len(labels)} point clouds" + ("" if len(labels) else " (the source has none)"))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""Stage train: fit the Conv3D model, save models/model.keras, log the curves and metrics/train.json every epoch."""
+"""Stage train: fit the Conv3D model, save models/model.keras, log the curves and metrics/train.json every epoch.
+
+It reads only data/processed: the training grids, and the point clouds when train.augment is clouds.
+"""
 
 import sys
 from pathlib import Path
@@ -10,7 +13,8 @@ from mnist3d.files import atomic_path
 from mnist3d.params import load_architecture, load_section, load_top_level
 
 PROCESSED_TRAIN = Path("data/processed/train.npz")
-TRAIN_CLOUDS = Path("data/raw/train_point_clouds.h5")
+TRAIN_POINTS = Path("data/processed/train_points.npy")
+TRAIN_CLOUDS = Path("data/processed/train_clouds.npz")
 MODEL = Path("models/model.keras")
 LIVE = Path("metrics/live")
 METRICS = Path("metrics/train.json")
@@ -20,13 +24,15 @@ def main() -> None:
     epochs, architecture, params = load_top_level("epochs"), load_architecture(), load_section("train")
     preprocess = load_section("preprocess")  # fresh copies must be built exactly like the stored grids
 
+    from mnist3d.processed import read_processed
     from mnist3d.replicas import read_tf_config
-    from mnist3d.vectors import read_processed
+    from mnist3d.training import read_training_clouds
 
     # Across hosts, only the chief writes; every worker trains on the same data and ends with the same weights.
     task = read_tf_config() if params["distribute"] == "multi_worker" else None
     chief = task is None or task.is_chief
     x, y = read_processed(PROCESSED_TRAIN)
+    clouds = read_training_clouds(TRAIN_POINTS, TRAIN_CLOUDS, y) if params["augment"] == "clouds" else None
 
     with quiet_native_stderr():  # importing TensorFlow prints C++ start-up lines that would bury our own
         from mnist3d.replicas import distribution_strategy, weights_digest
@@ -35,10 +41,10 @@ def main() -> None:
         from mnist3d.curves import EpochOutputs
         from mnist3d.training import fit
 
-    outputs = EpochOutputs(LIVE, METRICS) if chief else None
+    outputs = EpochOutputs(LIVE, METRICS, {"augment": params["augment"]}) if chief else None
     try:
-        model, history = fit(
-            x, y, params, architecture, epochs, TRAIN_CLOUDS, preprocess, [outputs] if chief else [], strategy
+        model, history, validation = fit(
+            x, y, params, architecture, epochs, clouds, preprocess, [outputs] if chief else [], strategy
         )
     except BaseException:
         if outputs is not None:
@@ -49,7 +55,12 @@ def main() -> None:
     if chief:
         with atomic_path(MODEL) as model_path:
             model.save(model_path)
-        print(f"train: saved {MODEL}; final val accuracy {history['val_accuracy'][-1]:.4f}")
+        outputs.details["validation"] = validation
+        outputs.write_summary()
+        print(
+            f"train: saved {MODEL}; validation accuracy {validation['accuracy']:.4f} "
+            f"(original {validation['accuracy_original']:.4f}, rotated {validation['accuracy_rotated']:.4f})"
+        )
     else:
         print(f"train: done; the chief writes {MODEL}, {LIVE} and {METRICS}, this worker nothing")
 

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from mnist3d.augment import RotatedCopies, random_symmetries
-from mnist3d.training import EpochBatches, fresh_copies
+from mnist3d.errors import PipelineError
+from mnist3d.processed import pack_clouds, write_clouds
+from mnist3d.training import EpochBatches, fresh_copies, read_training_clouds
 from mnist3d.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise_batch
 
 PREPROCESS = {"colormap": "Oranges", "align": "none"}
@@ -22,9 +24,12 @@ def clouds():
     return [digit_cloud(bar_image(r)) for r in (6, 12, 20)]
 
 
+def packed(clouds, labels=None):
+    return pack_clouds([np.ascontiguousarray(c.T) for c in clouds], np.zeros(len(clouds)) if labels is None else labels)
+
+
 def test_rotated_copies_are_valid_vectors_and_seeded(clouds):
-    axis_major = [np.ascontiguousarray(c.T, dtype=np.float32) for c in clouds]
-    make = RotatedCopies(axis_major)
+    make = RotatedCopies(packed(clouds), np.arange(3))
     first, again, other = (make(np.random.default_rng(seed)) for seed in (5, 5, 6))
     assert first.shape == (3, 4096)
     np.testing.assert_array_equal(first.max(axis=1), 1.0)
@@ -36,7 +41,7 @@ def test_rotated_copies_are_valid_vectors_and_seeded(clouds):
 def test_rotated_copies_match_the_exact_generator_in_distribution(clouds):
     """The fast path and the dataset procedure give grids with the same occupancy, over many draws."""
     many = clouds * 40
-    fast = RotatedCopies([np.ascontiguousarray(c.T, dtype=np.float32) for c in many])(np.random.default_rng(0))
+    fast = RotatedCopies(packed(clouds), np.tile(np.arange(3), 40))(np.random.default_rng(0))
     rng = np.random.default_rng(1)
     exact = voxelise_batch(
         [rotate_with_noise(c, r, rng) for c, r in zip(many, random_rotations(rng, len(many)), strict=True)]
@@ -79,15 +84,42 @@ def test_epoch_batches_cover_fixed_and_fresh_samples_once_and_repeat_by_seed():
     assert not np.array_equal(second, grids)  # a new epoch: new fresh copies and order
 
 
-def test_fresh_copies_fall_back_to_cube_symmetries_without_clouds(tmp_path, capsys):
+def test_clouds_pack_into_float16_at_unit_extent_and_read_back_checked(clouds, tmp_path):
+    stored = packed(clouds, labels=[4, 5, 6])
+    write_clouds(tmp_path / "points.npy", tmp_path / "clouds.npz", stored)
+    y = np.repeat([4, 5, 6], 2)
+    read = read_training_clouds(tmp_path / "points.npy", tmp_path / "clouds.npz", y)
+    assert read.points.dtype == np.float16 and isinstance(read.points, np.memmap)
+    for index, cloud in enumerate(clouds):
+        back = read.cloud(index).astype(np.float64)
+        centred = cloud.T - cloud.T.mean(axis=1, keepdims=True)
+        extent = (centred.max(axis=1) - centred.min(axis=1)).max()
+        np.testing.assert_allclose(back, centred / extent, atol=5e-4)  # float16 at unit extent
+        np.testing.assert_allclose(read.covariances[index], np.cov(back, bias=True), atol=1e-9)
+    with pytest.raises(PipelineError, match="cloud 1 is labelled 5 but vectors 2 and 3 are 9"):
+        read_training_clouds(tmp_path / "points.npy", tmp_path / "clouds.npz", np.repeat([4, 9, 6], 2))
+    write_clouds(tmp_path / "points.npy", tmp_path / "clouds.npz", pack_clouds([], np.empty(0)))
+    with pytest.raises(PipelineError, match="no point clouds .* -S train.augment=cube"):
+        read_training_clouds(tmp_path / "points.npy", tmp_path / "clouds.npz", y)
+
+
+def test_a_nan_point_is_named_where_its_copy_is_made(clouds):
+    stored = packed(clouds)
+    stored.points[1, stored.offsets[2] + 3] = np.nan
+    with pytest.raises(PipelineError, match="training cloud 2 holds NaN or Inf points"):
+        RotatedCopies(stored, np.arange(3))(np.random.default_rng(0))
+
+
+def test_cube_augmentation_turns_the_rotated_rows_of_the_training_pairs():
     x = np.random.default_rng(0).random((8, 16, 16, 16, 3)).astype(np.float32)
     y = np.array([0, 0, 1, 1, 2, 2, 3, 3])
     train_rows = np.array([0, 1, 4, 5, 6, 7])
-    make, labels = fresh_copies("clouds", x, y, train_rows, tmp_path / "missing.h5", PREPROCESS)
-    assert "cube symmetries instead" in capsys.readouterr().out
+    make, labels = fresh_copies("cube", x, y, train_rows, None, PREPROCESS)
     np.testing.assert_array_equal(labels, [0, 2, 3])
-    assert make(np.random.default_rng(0)).shape == (3, 16, 16, 16, 3)
-    assert fresh_copies("none", x, y, train_rows, tmp_path / "missing.h5", PREPROCESS) == (None, None)
+    copies = make(np.random.default_rng(0))
+    for copy, row in zip(copies, (1, 5, 7), strict=True):
+        np.testing.assert_allclose(np.sort(copy.ravel()), np.sort(x[row].ravel()))
+    assert fresh_copies("none", x, y, train_rows, None, PREPROCESS) == (None, None)
 
 
 def test_epoch_batches_prepare_no_epoch_beyond_the_last():

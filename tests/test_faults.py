@@ -18,20 +18,21 @@ import pytest
 
 from mnist3d.errors import PipelineError
 from mnist3d.model import load_model
-from mnist3d.vectors import write_processed
+from mnist3d.processed import pack_clouds, write_clouds, write_processed
 from tests.conftest import DELETE, TINY_ARCHITECTURE, error_line, files_under, temp_leftovers
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
 
 
 def tiny_processed(folder: Path, rows: int = 6, channels: int = 3, seed: int = 0) -> None:
-    """data/processed/{train,test}.npz in the stage schema, random but valid."""
+    """data/processed as preprocess writes it, random but valid: grids of each split and the training clouds."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
+    labels = np.arange(rows) // 2 % 10
     for name in ("train", "test"):
-        write_processed(
-            folder / f"{name}.npz", rng.random((rows, 16, 16, 16, channels), dtype=np.float32), np.arange(rows) % 10
-        )
+        write_processed(folder / f"{name}.npz", rng.random((rows, 16, 16, 16, channels), dtype=np.float32), labels)
+    clouds = pack_clouds([rng.normal(size=(3, 50)) for _ in range(rows // 2)], labels[0::2])
+    write_clouds(folder / "train_points.npy", folder / "train_clouds.npz", clouds)
 
 
 def run_tracing_imports(project, stage: str, env: dict[str, str] | None = None):

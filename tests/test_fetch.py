@@ -274,12 +274,14 @@ def test_zip_with_entry_outside_the_folder_is_refused(project, tmp_path, source,
 # --- local source ----------------------------------------------------------------------------------------------------
 
 
-def write_tiny_clouds(path: Path) -> Path:
-    """A minimal point-cloud file: one group with (N, 3) points and a label."""
+def write_tiny_clouds(path: Path, labels=None) -> Path:
+    """A point-cloud file of one tiny cloud per label: by default one per (original, rotated) pair of tiny_split(20)."""
+    labels = tiny_split(20).y[0::2] if labels is None else labels
     with h5py.File(path, "w") as h5:
-        group = h5.create_group("0")
-        group.create_dataset("points", data=np.zeros((5, 3)))
-        group.attrs["label"] = 3
+        for index, label in enumerate(labels):
+            group = h5.create_group(str(index))
+            group.create_dataset("points", data=np.zeros((5, 3)))
+            group.attrs["label"] = label
     return path
 
 
@@ -372,6 +374,21 @@ def fewer_labels(train: Split, test: Split) -> None:
     train.y = train.y[:-3]
 
 
+def pair_disagrees(train: Split, test: Split) -> None:
+    train.y[5] = (train.y[4] + 1) % 10
+
+
+def clouds_beside(labels) -> Callable[[Path], Path]:
+    """A maker for a folder of the tiny vectors and a training cloud file with these labels."""
+
+    def make(folder: Path) -> Path:
+        write_tiny_vectors(folder / VECTORS_FILE)
+        write_tiny_clouds(folder / CLOUDS_FILE, labels)
+        return folder
+
+    return make
+
+
 def empty_test(train: Split, test: Split) -> None:
     test.x, test.y = test.x[:0], test.y[:0]
 
@@ -417,6 +434,13 @@ def text_file(folder: Path) -> Path:
         ),
         pytest.param(bad_vectors(fewer_labels), ["train", "20 rows but y has 17"], id="x-and-y-lengths-differ"),
         pytest.param(bad_vectors(empty_test), ["test", "the split is empty"], id="empty-split"),
+        pytest.param(bad_vectors(pair_disagrees), ["train", "rows 4 and 5 have labels 2 and 3"], id="pair-disagrees"),
+        pytest.param(clouds_beside(range(9)), ["9 clouds for 20 vectors"], id="clouds-too-few"),
+        pytest.param(
+            clouds_beside((tiny_split(20).y[0::2] + 3) % 10),
+            ["cloud 0 is labelled 3 but vectors 0 and 1 are 0"],
+            id="clouds-off-by-3",
+        ),
         pytest.param(truncated_h5, ["not a readable HDF5 file"], id="h5-cut-in-half"),
         pytest.param(only_train, ["missing datasets", "X_test", "y_test"], id="no-test-split"),
         pytest.param(not_hdf5, ["not a readable HDF5 file"], id="not-hdf5"),

@@ -24,7 +24,7 @@ import pytest
 
 from mnist3d.errors import PipelineError, reading, run_stage
 from mnist3d.predict import read_samples
-from mnist3d.readers import read_clouds
+from mnist3d.readers import read_point_clouds
 from mnist3d.vectors import VECTORS_FILE, write_vectors
 from tests.conftest import ROOT, clean_env, error_line, tiny_split, write_tiny_vectors
 
@@ -121,11 +121,11 @@ def test_declared_sizes_are_refused_before_reading(tmp_path, make, fragment):
 
 
 def test_training_reader_refuses_a_declared_size_bomb(tmp_path):
-    """The reader training uses (read_clouds) checks every group's declared size before reading any points."""
+    """The reader preprocess uses (read_point_clouds) checks every group's declared size before reading any points."""
     path = lazy_cloud_file(tmp_path / "train_point_clouds.h5", 500_000_000)
     code = (
-        "from mnist3d.errors import PipelineError\nfrom mnist3d.readers import read_clouds\n"
-        f"try:\n    read_clouds({str(path)!r})\nexcept PipelineError as error:\n    print(error)\n"
+        "from mnist3d.errors import PipelineError\nfrom mnist3d.readers import read_point_clouds\n"
+        f"try:\n    read_point_clouds({str(path)!r})\nexcept PipelineError as error:\n    print(error)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],
@@ -284,7 +284,7 @@ def test_training_clouds_that_overflow_float32_are_refused(tmp_path):
     """1e300 is a fine float64 but Inf as the float32 that training computes in."""
     path = cloud_file(tmp_path / "train_point_clouds.h5", points=np.array([[1e300, 0, 0], [0, 1, 0]]))
     with pytest.raises(PipelineError, match="group 0: points hold NaN or Inf \\(as float32\\)"):
-        read_clouds(path)
+        read_point_clouds(path)
 
 
 # --- 6. unexpected structure ------------------------------------------------------------------------------------------

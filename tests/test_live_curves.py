@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist3d.vectors import write_processed
+from mnist3d.processed import write_processed
 from tests.conftest import ROOT, TINY_ARCHITECTURE, clean_env
 
 TRAIN_CURVE = Path("metrics/live/plots/metrics/train/accuracy.tsv")

@@ -3,7 +3,7 @@
 import numpy as np
 import yaml
 
-from mnist3d.model import build_model, forward_flops
+from mnist3d.model import build_model
 from mnist3d.training import split_pairs, summarise_history
 from tests.conftest import ROOT
 
@@ -74,11 +74,3 @@ def test_summarise_history_picks_the_best_validation_epoch():
         "final": {"val_accuracy": 0.6, "val_loss": 1.5},
         "best": {"epoch": 2, "val_accuracy": 0.7},
     }
-
-
-def test_forward_flops_counts_conv_and_dense_multiply_adds():
-    model = build_model(seed_architecture())
-    macs = (
-        16**3 * 27 * 3 * 32 + 8**3 * 27 * 32 * 64 + 4**3 * 27 * 64 * 128 + 2**3 * 27 * 128 * 256 + 256 * 128 + 128 * 10
-    )
-    assert forward_flops(model) == 2 * macs

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from mnist3d.errors import PipelineError
+from mnist3d.processed import write_processed
 from mnist3d.replicas import read_tf_config
-from mnist3d.vectors import write_processed
 from tests.conftest import ROOT, TINY_ARCHITECTURE, Project, clean_env, error_line
 
 
@@ -60,6 +60,7 @@ def test_a_port_in_use_is_named_in_one_line(project):
     processed = project.path / "data" / "processed"
     processed.mkdir(parents=True)
     write_processed(processed / "train.npz", np.zeros((4, 16, 16, 16, 3), dtype=np.float32), np.arange(4))
+    project.set("train.augment", "none")
     project.set("train.distribute", "multi_worker")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mnist3d.errors import PipelineError
-from mnist3d.readers import read_clouds, read_point_clouds
+from mnist3d.readers import read_point_clouds
 
 LAYOUTS = {
     "kaggle-gzip-column-chunks": {"chunks": (7, 1), "compression": "gzip"},
@@ -35,7 +35,7 @@ def test_clouds_come_back_axis_major_in_group_order_whatever_the_layout(tmp_path
     clouds = [rng.normal(size=(n, 3)) * 10 for n in (7, 16, 7, 20, 33, 8, 9, 10, 11, 12, 13)]
     path = write_clouds(tmp_path / "c.h5", clouds, np.arange(11) % 10, **LAYOUTS[layout])
     stored = [np.asarray(c, dtype=LAYOUTS[layout].get("dtype", "<f8")) for c in clouds]
-    got = read_clouds(path)
+    got = read_point_clouds(path)[0]
     assert len(got) == 11
     for cloud, expected in zip(got, stored, strict=True):
         assert cloud.dtype == np.float32 and cloud.flags.c_contiguous and cloud.shape == (3, len(expected))
@@ -51,7 +51,7 @@ def test_a_chunk_never_written_reads_as_h5py_fills_it(tmp_path):
         points = h5.create_group("0").create_dataset("points", shape=(20, 3), chunks=(7, 1), compression="gzip")
         points[:7, 0] = np.arange(7)
         h5["0"].attrs["label"] = 1
-    cloud = read_clouds(tmp_path / "c.h5")[0]
+    cloud = read_point_clouds(tmp_path / "c.h5")[0][0]
     expected = np.zeros((3, 20), np.float32)
     expected[0, :7] = np.arange(7)
     np.testing.assert_array_equal(cloud, expected)
@@ -62,7 +62,7 @@ def test_a_damaged_chunk_is_named(tmp_path):
     with h5py.File(path, "a") as h5:
         h5["0/points"].id.write_direct_chunk((0, 1), b"\x78\x9c not deflate")
     with pytest.raises(PipelineError, match="group 0 points"):
-        read_clouds(path)
+        read_point_clouds(path)
 
 
 def test_missing_group_in_the_numbering_is_named(tmp_path):
@@ -70,4 +70,4 @@ def test_missing_group_in_the_numbering_is_named(tmp_path):
     with h5py.File(path, "a") as h5:
         h5.move("1", "7")
     with pytest.raises(PipelineError, match="group 1 is missing or not a group"):
-        read_clouds(path)
+        read_point_clouds(path)

@@ -279,7 +279,7 @@ def test_forced_repro_gives_byte_identical_metrics(pipeline_repo):
 
 def test_kaggle_key_appears_nowhere_after_a_whole_dvc_repro(tmp_path):
     """Fetch from the fake Kaggle with a planted key, then every stage; grep every output, the lock and the log."""
-    repo = make_dvc_repo(tmp_path / "repo", tiny_params(epochs=1, data__source="kaggle"))
+    repo = make_dvc_repo(tmp_path / "repo", tiny_params(epochs=1, data__source="kaggle", train__augment="cube"))
     config = tmp_path / "kaggle-config"
     write_kaggle_json(config)
     home = tmp_path / "home"

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from mnist3d.tta import apply_symmetry, cube_rotations, cube_symmetries, predict_with_views
+from mnist3d.symmetry import apply_symmetry, cube_rotations, cube_symmetries
+from mnist3d.tta import predict_with_views
 from tests.conftest import TINY_ARCHITECTURE
 
 

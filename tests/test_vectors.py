@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from mnist3d.errors import PipelineError
-from mnist3d.vectors import finite_bounds, read_processed, write_processed
+from mnist3d.processed import read_processed, write_processed
+from mnist3d.vectors import finite_bounds
 
 
 def grids(count: int, channels: int = 6) -> np.ndarray:
@@ -86,5 +87,7 @@ def test_processed_labels_out_of_range_are_refused(tmp_path):
 
 def test_a_processed_file_that_is_not_a_zip_is_named(tmp_path):
     (tmp_path / "train.npz").write_bytes(b"not a zip at all")
-    with pytest.raises(PipelineError, match="train.npz is not a readable preprocessed NPZ .*dvc repro preprocess"):
+    with pytest.raises(
+        PipelineError, match="train.npz is not a readable preprocessed NPZ .*dvc repro --force preprocess"
+    ):
         read_processed(tmp_path / "train.npz")
