@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from mnist3d import GRID
-from mnist3d.errors import PipelineError
 from mnist3d.processed import Clouds
 from mnist3d.symmetry import apply_symmetry, cube_symmetries
 from mnist3d.voxels import random_rotations
@@ -44,10 +43,6 @@ class RotatedCopies:
             points += pool[start : start + points.size].reshape(points.shape) * spread[:, None]
             low, high = points.min(axis=1) - 0.001, points.max(axis=1) + 0.001
             side = (high - low).max()
-            if not np.isfinite(side):  # a NaN or Inf point: checked here, where every point passes anyway
-                raise PipelineError(
-                    f"training cloud {index} holds NaN or Inf points; run: dvc repro --force preprocess"
-                )
             low -= (side - (high - low)) / 2  # grow the box to a cube around its centre
             points -= low[:, None]
             points *= GRID / side

@@ -99,7 +99,7 @@ def npy_header(handle) -> tuple[tuple[int, ...], np.dtype]:
 class Clouds:
     """Point clouds packed end to end: cloud i is points[:, offsets[i] : offsets[i + 1]], labelled labels[i]."""
 
-    points: np.ndarray  # (3, P) float16: each cloud centred and at unit extent
+    points: np.ndarray  # (3, P) int16: each cloud centred, at unit extent, in steps of 1 / STEPS
     offsets: np.ndarray  # (C + 1,) int64, from 0 to P
     labels: np.ndarray  # (C,)
     covariances: np.ndarray  # (C, 3, 3) float64: each stored cloud's covariance, so train needs no pass over them
@@ -108,28 +108,33 @@ class Clouds:
         return len(self.labels)
 
     def cloud(self, index: int) -> np.ndarray:
-        """Cloud `index` as a C-contiguous (3, N) float32 array."""
-        return self.points[:, self.offsets[index] : self.offsets[index + 1]].astype(np.float32)
+        """Cloud `index` as a C-contiguous (3, N) float32 array at unit extent."""
+        return np.multiply(self.points[:, self.offsets[index] : self.offsets[index + 1]], 1 / STEPS, dtype=np.float32)
+
+
+# Stored points are whole steps of 1/32767 of the cloud's extent: half the bytes of float32, rounding under 2e-5 of
+# the extent (a voxel is 1/16 of it), and a cast to float32 that costs train 20 times less per epoch than float16's.
+STEPS = 32767
 
 
 def pack_clouds(clouds: Sequence[np.ndarray], labels: np.ndarray) -> Clouds:
-    """(3, N) clouds centred, scaled to unit extent and packed as float16.
+    """(3, N) clouds centred, scaled to unit extent and packed end to end as int16 steps.
 
-    Neither step changes a fresh copy's grid: its box is fitted to its points and its noise scales with their
-    spread. Kaggle's clouds are centred at unit extent already, so they are stored as they are, up to float16
-    rounding: at most 2.5e-4 of the extent, far below a voxel (1/16 of it) and the noise of a copy.
+    Neither centring nor scaling changes a fresh copy's grid: its box is fitted to its points and its noise scales
+    with their spread. Kaggle's clouds are centred at unit extent already, so they are stored as they are, rounded.
     """
     offsets = np.concatenate([[0], np.cumsum([cloud.shape[1] for cloud in clouds])]).astype(np.int64)
-    points = np.empty((3, offsets[-1]), dtype=np.float16)
+    points = np.empty((3, offsets[-1]), dtype=np.int16)
     covariances = np.empty((len(clouds), 3, 3))
     for index, cloud in enumerate(clouds):
-        cloud = cloud - cloud.mean(axis=1, keepdims=True, dtype=np.float64)
         extent = (cloud.max(axis=1) - cloud.min(axis=1)).max()
+        steps = cloud - cloud.mean(axis=1, keepdims=True, dtype=np.float64).astype(cloud.dtype)
+        steps *= STEPS / extent if extent > 0 else 1  # every coordinate now lies within +-STEPS
         stored = points[:, offsets[index] : offsets[index + 1]]
-        stored[...] = cloud / extent if extent > 0 else cloud
-        exact = stored.astype(np.float64)
-        exact -= exact.mean(axis=1, keepdims=True)
-        covariances[index] = exact @ exact.T / exact.shape[1]
+        np.rint(steps, out=stored, casting="unsafe")
+        exact = stored / STEPS  # the covariance of what train will read, rounding included
+        mean = exact.mean(axis=1)
+        covariances[index] = exact @ exact.T / exact.shape[1] - np.outer(mean, mean)
     return Clouds(points, offsets, np.asarray(labels, dtype=np.int64), covariances)
 
 
@@ -142,8 +147,8 @@ def write_clouds(points_path: str | os.PathLike, index_path: str | os.PathLike, 
 def read_clouds(points_path: str | os.PathLike, index_path: str | os.PathLike) -> Clouds:
     """The clouds write_clouds stored, checked; the points are memory-mapped, not read, so this takes milliseconds.
 
-    A point that is NaN or Inf is caught where a copy is made (mnist3d.augment): a pass over every point here
-    would cost more than the rest of train's start-up.
+    Whole numbers cannot be NaN or Inf, and any value is a point within twice the unit extent: a damaged file
+    gives odd copies, never a crash.
     """
     index_path = regular_file(index_path, "run the preprocess stage first (dvc repro preprocess)")
     index = load_npz(index_path, {"offsets": "iu", "labels": "iu", "covariances": "f"})
@@ -152,8 +157,8 @@ def read_clouds(points_path: str | os.PathLike, index_path: str | os.PathLike) -
     try:
         with reading(points_path), open(points_path, "rb") as handle:
             shape, dtype = npy_header(handle)
-        if dtype != np.float16 or len(shape) != 2 or shape[0] != 3:
-            raise PipelineError(f"{points_path} holds {dtype} {shape}, expected (3, N) float16; {REPRODUCE}")
+        if dtype != np.int16 or len(shape) != 2 or shape[0] != 3:
+            raise PipelineError(f"{points_path} holds {dtype} {shape}, expected (3, N) int16; {REPRODUCE}")
         check_size(int(np.prod(shape, dtype=object)) * dtype.itemsize, str(points_path), times=2)
         points = np.load(points_path, mmap_mode="r", allow_pickle=False) if shape[1] else np.empty(shape, dtype)
     except (OSError, ValueError, EOFError) as error:
@@ -167,6 +172,7 @@ def read_clouds(points_path: str | os.PathLike, index_path: str | os.PathLike) -
         or offsets[-1] != shape[1]
         or (np.diff(offsets) <= 0).any()
         or not np.isfinite(covariances).all()
+        or (np.linalg.eigvalsh(covariances) < -1e-9).any()  # each a covariance: a copy's noise takes its root
     ):
         raise PipelineError(f"{index_path} does not describe the clouds in {points_path}; {REPRODUCE}")
     check_labels(labels, str(index_path))
