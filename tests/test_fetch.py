@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -187,10 +188,11 @@ def test_kaggle_http_errors_give_one_line_advice(project, tmp_path, served, faul
 
 def test_kaggle_connection_refused_says_so(project, tmp_path, served):
     """Nothing listens where the client is sent: one line with advice, nothing written."""
-    with FakeKaggle(served) as fake:
-        env = kaggle_env(tmp_path, fake)
-    # the server is stopped now, so its port refuses connections
-    result = project.run("fetch", env=env, timeout=120)
+    fake = FakeKaggle(served)
+    with socket.socket() as bound:  # a port the OS gave, held but never listening: connections are refused
+        bound.bind(("127.0.0.1", 0))
+        fake.port = bound.getsockname()[1]
+        result = project.run("fetch", env=kaggle_env(tmp_path, fake), timeout=120)
     line = error_line(result, alone=False)
     assert "could not connect" in line and "data.source=synthetic" in line, line
     assert_nothing_written(project)

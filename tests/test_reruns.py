@@ -34,13 +34,13 @@ def committed_md5(repo: Path, stage: str, path: str) -> str:
     return next(out["md5"] for out in lock["stages"][stage]["outs"] if out["path"] == path)
 
 
-def train_started(process: subprocess.Popen) -> bool:
-    """Whether `process` (DVC) has started the train stage's Python process."""
+def train_process(process: subprocess.Popen) -> psutil.Process | None:
+    """The train stage's Python process, once `process` (DVC) has started it."""
     try:
         children = psutil.Process(process.pid).children(recursive=True)
-        return any("stages/train.py" in " ".join(child.cmdline()) for child in children)
+        return next((child for child in children if "stages/train.py" in " ".join(child.cmdline())), None)
     except psutil.Error:  # a child that exited while it was being looked at
-        return False
+        return None
 
 
 def test_killed_train_leaves_no_model_and_dvc_checkout_brings_back_the_committed_one(repo):
@@ -63,17 +63,17 @@ def test_killed_train_leaves_no_model_and_dvc_checkout_brings_back_the_committed
         # DVC removes the outputs, then rewrites .dvc/tmp/rwlock, then starts train. Killed in that rewrite, DVC
         # would leave the lock file empty, which is not the case under test: wait for the train process itself.
         outputs = [repo / MODEL, repo / "metrics/train.json"]
-        while not train_started(process) and process.poll() is None and time.monotonic() < deadline:
+        while not (train := train_process(process)) and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert process.poll() is None, "train finished before it could be killed"
-        assert train_started(process), "DVC never started train"
+        assert train, "DVC never started train"
         assert not any(p.exists() for p in outputs), "DVC started train without removing the model and the metrics"
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # the whole group: DVC and the train process it started
         process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
-    time.sleep(0.5)  # let the killed train's last writes settle
-    assert not (repo / MODEL).exists()
+    _, alive = psutil.wait_procs([train], timeout=30)  # DVC's child too is gone, its last write done
+    assert not alive and not (repo / MODEL).exists()
     assert (repo / "dvc.lock").read_bytes() == lock_before  # a killed stage is never recorded
     dvc(repo, "checkout")
     assert hashlib.md5((repo / MODEL).read_bytes()).hexdigest() == committed_md5(repo, "train", MODEL)
