@@ -2,8 +2,8 @@
 
     python benchmarks/benchmark.py                      # on what the pipeline fetched (data/raw)
     python benchmarks/benchmark.py --data 3d-mnist.zip  # any 3D MNIST zip, folder or full_dataset_vectors.h5
-    python benchmarks/benchmark.py --quick              # 2,400 / 800 vectors, an eighth of each recipe's epochs
-    python benchmarks/benchmark.py --preprocess         # only stages/preprocess.py, 5 runs
+    python benchmarks/benchmark.py --quick              # an eighth of each recipe's epochs
+    python benchmarks/benchmark.py --set epochs=20      # any param, for both recipes
 
 Both recipes run in one scratch git + DVC copy of the project as `dvc exp run --force evaluate`, the local source
 pointed at the data: fetch, preprocess, train and evaluate, nothing reused from the other recipe or the run cache,
@@ -181,55 +181,11 @@ def report(runs: dict, parts: dict, peak: float) -> str:
     )
 
 
-def subset(data: Path, folder: Path, rows: dict[str, int]) -> Path:
-    """A copy of the dataset with the first `rows` of each split and their clouds, for --quick."""
-    import h5py
-
-    from mnist3d.sources import copy_local
-    from mnist3d.vectors import CLOUD_FILES, VECTORS_FILE
-
-    full, small = folder / "full", folder / "quick"
-    full.mkdir()
-    small.mkdir()
-    copy_local(data, full)
-    with h5py.File(full / VECTORS_FILE, "r") as source, h5py.File(small / VECTORS_FILE, "w") as target:
-        for split, count in rows.items():
-            target.create_dataset(f"X_{split}", data=source[f"X_{split}"][:count])
-            target.create_dataset(f"y_{split}", data=source[f"y_{split}"][:count])
-    for split, name in CLOUD_FILES.items():
-        if (full / name).exists():
-            with h5py.File(full / name, "r") as source, h5py.File(small / name, "w") as target:
-                for index in map(str, range(rows[split] // 2)):  # cloud i made rows 2i and 2i + 1
-                    source.copy(source[index], target, name=index)
-    shutil.rmtree(full)
-    return small
-
-
-def preprocess_report(data: Path, scratch: Path, repeats: int = 5) -> str:
-    """`python stages/preprocess.py` run `repeats` times on `data`, against plain I/O of as many bytes."""
-    from mnist3d.sources import copy_local
-
-    (scratch / "data/raw").mkdir(parents=True)
-    copy_local(data, scratch / "data/raw")
-    shutil.copy(ROOT / "params.yaml", scratch)
-    command = [sys.executable, str(ROOT / "stages/preprocess.py")]
-    walls = [timed(lambda: subprocess.run(command, cwd=scratch, check=True))[1] for _ in range(repeats)]
-    written = sum(f.stat().st_size for f in (scratch / "data/processed").iterdir())
-    raw = list((scratch / "data/raw").iterdir())
-    plain = fastest(3, lambda: [p.read_bytes() for p in raw] and np.empty(written, np.uint8).tofile(scratch / "plain"))
-    return (
-        f"`python stages/preprocess.py` ({written / 1e9:.2f} GB written), {repeats} runs: fastest {min(walls):.2f} s, "
-        f"median {np.median(walls):.2f} s, slowest {max(walls):.2f} s; reading the raw files and writing as many "
-        f"bytes: {plain:.2f} s (fastest of 3).\n"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT / "data/raw"), help="a 3D MNIST zip, folder or vectors .h5")
-    parser.add_argument("--quick", action="store_true", help="2,400 train / 800 test vectors, an eighth of the epochs")
+    parser.add_argument("--quick", action="store_true", help="an eighth of each recipe's epochs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a param for both recipes")
-    parser.add_argument("--preprocess", action="store_true", help="only time stages/preprocess.py on --data")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results.md"), help="where to write the report")
     args = parser.parse_args()
     data = Path(args.data).expanduser().resolve()
@@ -238,21 +194,16 @@ def main() -> None:
     if not all("=" in setting for setting in args.set):
         parser.error("--set takes KEY=VALUE, as dvc exp run -S does")
     with tempfile.TemporaryDirectory(prefix="mnist3d-bench-") as scratch:
-        scratch, sizes, runs = Path(scratch), "", {}
-        if args.preprocess:
-            text = preprocess_report(data, scratch)
-        else:
-            source = subset(data, scratch, {"train": 2400, "test": 800}) if args.quick else data
-            project = make_project(scratch / "project", source)
-            epochs = {"seed": 50, "default": yaml.safe_load((ROOT / "params.yaml").read_text())["epochs"]}
-            for name, recipe in {"seed": SEED_RECIPE.split(), "default": []}.items():
-                quick = [f"epochs={max(1, round(epochs[name] / 8))}"] if args.quick else []
-                settings = [*recipe, *quick, *args.set]  # later ones win
-                runs[name] = run_recipe(project, name, dict(setting.split("=", 1) for setting in settings))
-            print("== one epoch of the default, taken apart", flush=True)
-            text = report(runs, epoch_breakdown(project), matmul_peak())
-            rows = json.loads((project / "data/manifest.json").read_text())["rows"]
-            sizes = f" ({rows['train']} train / {rows['test']} test vectors{', --quick' if args.quick else ''})"
+        project, runs = make_project(Path(scratch), data), {}
+        epochs = {"seed": 50, "default": yaml.safe_load((ROOT / "params.yaml").read_text())["epochs"]}
+        for name, recipe in {"seed": SEED_RECIPE.split(), "default": []}.items():
+            quick = [f"epochs={max(1, round(epochs[name] / 8))}"] if args.quick else []
+            settings = [*recipe, *quick, *args.set]  # later ones win
+            runs[name] = run_recipe(project, name, dict(setting.split("=", 1) for setting in settings))
+        print("== one epoch of the default, taken apart", flush=True)
+        text = report(runs, epoch_breakdown(project), matmul_peak())
+        rows = json.loads((project / "data/manifest.json").read_text())["rows"]
+        sizes = f" ({rows['train']} train / {rows['test']} test vectors{', --quick' if args.quick else ''})"
     text = (
         f"Data: {Path(args.data).name}{sizes}. Machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"{platform.python_implementation()} {platform.python_version()}, {time.strftime('%Y-%m-%d')}.\n\n{text}"

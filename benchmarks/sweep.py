@@ -1,0 +1,96 @@
+"""The recipe search of docs/recipe.md through DVC's queue: every candidate with several training seeds, scored on
+the validation split only (the test split is never read: only the train stage runs).
+
+    python benchmarks/sweep.py queue [NAME ...]   # queue the candidates (default: all) in this DVC project
+    dvc queue start -j 1                          # run them, one at a time
+    python benchmarks/sweep.py table              # mean and spread of each candidate's validation accuracy
+
+Run it in a project whose data is fetched (`dvc repro preprocess`, any source); experiments are named NAME-sSEED.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+
+SEEDS = (42, 1)  # two training seeds for every candidate; the default gets a third, to show the spread
+CANDIDATES = {
+    "default": {},
+    "ema-0.99": {"train.ema": 0.99},
+    "flip-aligned": {"train.flip_aligned": "true"},
+    "copies-2-epochs-11": {"train.copies_per_epoch": 2, "epochs": 11},
+}
+EXTRA_SEEDS = {"default": (2,)}
+VALIDATION = ("validation.accuracy", "validation.accuracy_original", "validation.accuracy_rotated")
+
+
+def dvc(*args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "dvc", *args], check=True, capture_output=True, text=True).stdout
+
+
+def queue(names: list[str]) -> None:
+    """Queue NAME-sSEED for each candidate and seed, running only train (and what it needs)."""
+    for name in names or CANDIDATES:
+        for seed in SEEDS + EXTRA_SEEDS.get(name, ()):
+            overrides = [f"{key}={value}" for key, value in {"train.seed": seed, **CANDIDATES[name]}.items()]
+            dvc(
+                "exp",
+                "run",
+                "--queue",
+                "-n",
+                f"{name}-s{seed}",
+                *(arg for o in overrides for arg in ("-S", o)),
+                "train",
+            )
+            print(f"queued {name}-s{seed}: {' '.join(overrides)}")
+
+
+def train_minutes(experiment: str) -> float | None:
+    """Training minutes of a queued run, summed from the per-epoch lines Keras wrote in its log."""
+    try:
+        log = dvc("queue", "logs", experiment)
+    except subprocess.CalledProcessError:
+        return None
+    return sum(int(s) for s in re.findall(r"^\d+/\d+ - (\d+)s - ", log, re.MULTILINE)) / 60 or None
+
+
+def table() -> str:
+    """One Markdown row per candidate: seeds, mean and range of each validation figure, training minutes."""
+    runs = defaultdict(list)
+    for row in csv.DictReader(io.StringIO(dvc("exp", "show", "--csv", "--no-fetch"))):
+        match = re.fullmatch(r"(.+)-s(\d+)", row["Experiment"] or "")
+        if match and row.get(VALIDATION[0]) not in (None, "", "!"):
+            runs[match[1]].append((row, train_minutes(row["Experiment"])))
+    lines = [
+        "| candidate | seeds | validation (range) | original half | rotated half | train min |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, rows in sorted(runs.items(), key=lambda item: list(CANDIDATES).index(item[0])):
+        cells = []
+        for key in VALIDATION:
+            values = [float(row[key]) for row, _ in rows]
+            cells.append(
+                f"{statistics.mean(values):.4f}"
+                + (f" ({min(values):.4f}-{max(values):.4f})" if key == VALIDATION[0] else "")
+            )
+        minutes = [m for _, m in rows if m]
+        lines.append(
+            f"| {name} | {len(rows)} | {' | '.join(cells)} | {statistics.mean(minutes):.1f} |"
+            if minutes
+            else f"| {name} | {len(rows)} | {' | '.join(cells)} | |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["queue"]:
+        queue(sys.argv[2:])
+    elif sys.argv[1:2] == ["table"]:
+        print(table())
+    else:
+        sys.exit(__doc__)
