@@ -74,3 +74,26 @@ def test_summarise_history_picks_the_best_validation_epoch():
         "final": {"val_accuracy": 0.6, "val_loss": 1.5},
         "best": {"epoch": 2, "val_accuracy": 0.7},
     }
+
+
+def test_training_learns_rendered_digits_far_above_chance():
+    """A real fit() on 200 synthetic digits: the upright half of validation is read far better than chance (0.1).
+
+    Calibrated over training seeds 1-5: 0.64 to 0.88 of 50 upright digits right (0.40 is 5 standard errors below).
+    """
+    from mnist3d.inputs import network_inputs
+    from mnist3d.synthetic import make_digits
+    from mnist3d.training import fit
+
+    vectors, labels, _ = make_digits(0, 0, 0, 200)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]
+    params.update(
+        seed=1, validation_split=0.25, augment="none", batch_size=16, learning_rate=0.003, schedule="constant"
+    )
+    params.update(label_smoothing=0.0)
+    tiny = {"blocks": [[16]], "kernel_size": 3, "batch_norm": True, "head": "flatten", "dense_units": 0, "dropout": 0}
+    preprocess = {"colormap": "Oranges", "align": "none"}
+    x, y = network_inputs(vectors, **preprocess), np.repeat(labels, 2)
+    _, history, validation = fit(x, y, params, tiny, 8, None, preprocess)
+    assert validation["accuracy_original"] >= 0.4, validation
+    assert history["loss"][-1] < history["loss"][0]
