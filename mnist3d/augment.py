@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 
 from mnist3d import GRID
@@ -10,6 +12,21 @@ from mnist3d.symmetry import apply_symmetry, cube_symmetries
 from mnist3d.voxels import random_rotations
 
 NOISE_POOL = 1 << 22  # uniform draws made once per epoch; each copy reads its noise from a random window of them
+
+
+def keep_freed_memory(mmap_threshold: int = 256 << 20, trim_threshold: int = 1 << 30) -> None:
+    """Have glibc's malloc reuse freed blocks below 256 MB instead of handing them back to the OS (elsewhere: no-op).
+
+    Each fresh copy's clouds, grids and temporaries are 0.1-40 MB, by default each a fresh mmap whose pages fault in
+    one by one. Reusing them took an epoch's fresh copies on the dev set from 1.4-3.6 s of CPU (median 2.5) to
+    1.3-1.6 s, measured in turns on 2 cores. Only the train stage calls it: it changes the whole process.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        return
+    mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD
+    mallopt(-1, trim_threshold)  # M_TRIM_THRESHOLD
 
 
 class RotatedCopies:

@@ -24,10 +24,12 @@ def main() -> None:
     epochs, architecture, params = load_top_level("epochs"), load_architecture(), load_section("train")
     preprocess = load_section("preprocess")  # fresh copies must be built exactly like the stored grids
 
+    from mnist3d.augment import keep_freed_memory
     from mnist3d.processed import read_processed
     from mnist3d.replicas import read_tf_config
     from mnist3d.training import read_training_clouds
 
+    keep_freed_memory()  # before the big arrays: the fresh copies then reuse memory instead of faulting pages in
     # Across hosts, only the chief writes; every worker trains on the same data and ends with the same weights.
     task = read_tf_config() if params["distribute"] == "multi_worker" else None
     chief = task is None or task.is_chief
