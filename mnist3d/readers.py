@@ -23,6 +23,7 @@ MAX_CLOUD_GROUPS = 100_000  # the Kaggle train file has 5,000
 CLOUDS_TIMES = 4
 CHUNK_ROWS = 1024  # rows of a vectors dataset read at a time
 DEFLATE = 1  # HDF5's id of the gzip filter
+MAX_H5_LINKS = 4 * MAX_CLOUD_GROUPS  # links in one HDF5 file; the Kaggle train file has 15,000
 
 
 def h5_dataset(h5, key: str, name: str):
@@ -49,12 +50,55 @@ def read_rows(dataset, rows: slice = slice(None)) -> np.ndarray:
 
 
 def open_h5(path: Path):
+    """`path` opened with h5py, refused before any data is read unless all of it is stored inside it (outside_data)."""
     import h5py
 
     try:
-        return h5py.File(path, "r")
+        h5 = h5py.File(path, "r")
     except (OSError, ValueError) as error:
         raise PipelineError(f"{path} is not a readable HDF5 file ({error}); check the path or fetch it again") from None
+    try:
+        problem = outside_data(h5)
+    except BaseException:
+        h5.close()
+        raise
+    if problem:
+        h5.close()
+        raise PipelineError(f"{path}: {problem}")
+    return h5
+
+
+def outside_data(h5) -> str | None:
+    """What in an open HDF5 file is not stored in it, or None: a soft, external or user-defined link, or a dataset
+    whose data is in external raw files or mapped from other files (virtual).
+
+    Any of them could make a read open another file, a FIFO among them (which blocks for ever), so the whole file is
+    checked once, where it is opened. Only hard links are followed, and no data is read.
+    """
+    from h5py import h5d, h5l, h5o
+
+    kinds = {h5l.TYPE_SOFT: "a soft link", h5l.TYPE_EXTERNAL: "an external link (to another file)"}
+    fix, visited = "only data stored in the file is read, export it again", 0
+
+    def visit(name: bytes, link) -> str | None:
+        nonlocal visited
+        visited += 1
+        if visited > MAX_H5_LINKS:
+            return f"more than {MAX_H5_LINKS:,} links; is it a 3D MNIST file?"
+        shown = name.decode("utf-8", "backslashreplace")
+        shown = shown if shown.isprintable() else repr(shown)
+        if link.type != h5l.TYPE_HARD:
+            return f"{shown} is {kinds.get(link.type, 'a user-defined link')}; {fix}"
+        item = h5o.open(h5.id, name)
+        if isinstance(item, h5d.DatasetID):
+            plist = item.get_create_plist()
+            if plist.get_external_count():
+                return f"{shown} is stored outside the file (HDF5 external storage); {fix}"
+            if plist.get_layout() == h5d.VIRTUAL:
+                return f"{shown} is a virtual dataset (its data is mapped from other files); {fix}"
+        return None
+
+    return h5.id.links.visit(visit, info=True)
 
 
 def read_vectors(path: str | os.PathLike) -> dict[str, Split]:
