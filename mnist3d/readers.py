@@ -145,7 +145,12 @@ def read_point_clouds(
             datasets.append(points)
         check_size(total, f"{path}: the points of all groups as {np.dtype(dtype)}", times=CLOUDS_TIMES)
         label_array = None
-        if all(label is not None for label in labels):
+        unlabelled = [i for i, label in enumerate(labels) if label is None]
+        if 0 < len(unlabelled) < len(labels):  # never drop the labels of the others silently
+            raise PipelineError(
+                f"{path}: group {unlabelled[0]} has no label attribute but others have one; label every group or none"
+            )
+        if not unlabelled:
             try:
                 label_array = np.array(labels)
             except ValueError:  # labels of different shapes

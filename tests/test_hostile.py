@@ -325,6 +325,9 @@ STRUCTURE_CASES = [
         ),
         "PLY property 'x' is declared twice",
     ),
+    (lambda d: vectors_with_labels(d / "few.h5", np.array([1, 1]), rows=3), "y_test has shape (2,) but X_test has 3"),
+    (lambda d: vectors_with_labels(d / "wide.h5", np.ones((2, 2), int)), "y_test has shape (2, 2) but X_test has 2"),
+    (lambda d: partly_labelled(d / "partly.h5"), "group 1 has no label attribute but others have one"),
 ]
 
 
@@ -335,6 +338,11 @@ def test_unexpected_structure_is_named(tmp_path, make, fragment):
     with pytest.raises(PipelineError) as caught:
         read_samples(make(tmp_path))
     assert fragment in str(caught.value), caught.value
+
+
+def test_a_column_of_labels_is_read_as_one_label_per_row(tmp_path):
+    samples = read_samples(vectors_with_labels(tmp_path / "column.h5", np.array([[7], [1]])))
+    assert samples.labels.tolist() == [7, 1]
 
 
 def test_fetch_checks_every_point_cloud_group(project, tmp_path):
