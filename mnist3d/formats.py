@@ -7,6 +7,7 @@ a text cloud (.txt, .csv, .xyz) or a PLY cloud.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +65,9 @@ def read_text_cloud(path: Path) -> np.ndarray:
         except UnicodeDecodeError:
             raise PipelineError(f"{path} is not a text file; save the cloud as x y z lines, .npy or .ply") from None
         try:
-            points = np.loadtxt(text.replace(",", " ").splitlines(), dtype=np.float64, ndmin=2, comments="#")
+            with warnings.catch_warnings():  # check_cloud names an empty cloud; the warning would be a second line
+                warnings.filterwarnings("ignore", "loadtxt: input contained no data")
+                points = np.loadtxt(text.replace(",", " ").splitlines(), dtype=np.float64, ndmin=2, comments="#")
         except ValueError as error:
             raise PipelineError(
                 f"{path} is not a table of numbers ({error}); write one 'x y z' point per line, "

@@ -245,7 +245,7 @@ def check_params(params: dict[str, Any]) -> None:
         raise PipelineError("params.yaml: section 'architectures' is missing; add at least the seed preset")
     if params["model"] not in presets:
         raise PipelineError(
-            f"params.yaml: model {params['model']!r} is not a preset; use one of {', '.join(sorted(presets))}"
+            f"params.yaml: model {params['model']!r} is not a preset; use one of {', '.join(sorted(map(str, presets)))}"
         )
     for preset, values in presets.items():
         check_section(values, SCHEMAS["architecture"], f"architectures.{preset}")

@@ -360,7 +360,7 @@ def test_fetch_checks_every_point_cloud_group(project, tmp_path):
     assert "group 1: points have shape (4, 2), expected (N, 3)" in line, line
 
 
-# --- 7. only data stored in the file is read ------------------------------------------------------------------------
+# --- only data stored in the file is read (issue 16) ----------------------------------------------------------------
 
 
 def stored_elsewhere(folder: Path, kind: str) -> tuple[Path, Path]:
