@@ -7,6 +7,7 @@ a text cloud (.txt, .csv, .xyz) or a PLY cloud.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +65,9 @@ def read_text_cloud(path: Path) -> np.ndarray:
         except UnicodeDecodeError:
             raise PipelineError(f"{path} is not a text file; save the cloud as x y z lines, .npy or .ply") from None
         try:
-            points = np.loadtxt(text.replace(",", " ").splitlines(), dtype=np.float64, ndmin=2, comments="#")
+            with warnings.catch_warnings():  # check_cloud names an empty cloud; the warning would be a second line
+                warnings.filterwarnings("ignore", "loadtxt: input contained no data")
+                points = np.loadtxt(text.replace(",", " ").splitlines(), dtype=np.float64, ndmin=2, comments="#")
         except ValueError as error:
             raise PipelineError(
                 f"{path} is not a table of numbers ({error}); write one 'x y z' point per line, "
@@ -99,9 +102,13 @@ def _read_h5(path: Path, split: str, row: int | None) -> Samples:
             labels = None
             if f"y_{split}" in h5:
                 y = h5_dataset(h5, f"y_{split}", str(path))
-                if y.shape == (len(x),):
-                    labels = read_rows(y, slice(rows[0], rows[-1] + 1) if len(rows) else slice(0, 0))
-                    check_labels(labels, f"{path} y_{split}")
+                if y.shape not in ((len(x),), (len(x), 1)):  # a column of labels is read as a vector
+                    raise PipelineError(
+                        f"{path}: y_{split} has shape {y.shape} but X_{split} has {len(x)} rows; expected "
+                        f"({len(x)},) labels, one per row: save them so, or drop y_{split} to classify without them"
+                    )
+                labels = read_rows(y, slice(rows[0], rows[-1] + 1) if len(rows) else slice(0, 0)).reshape(-1)
+                check_labels(labels, f"{path} y_{split}")
             vectors = check_vectors(vectors, f"{path} X_{split}")
             return Samples(vectors, rows, labels, f"{path} X_{split}, {len(rows)} row(s)")
         if not (isinstance(h5.get("0"), h5py.Group) and "points" in h5["0"]):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,18 @@ def _optional_positive_int(value: Any) -> str | None:
 
 
 MAX_FILTERS = 1024
+# Kaggle's owner/slug, as the kaggle client puts it in a URL: letters, digits, - (and _ in user names); the client
+# allows slugs of at most 50 characters. Nothing else may reach it: `../../../etc/passwd` must not become a path.
+KAGGLE_DATASET = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,49}/[A-Za-z0-9][A-Za-z0-9-]{0,49}")
+
+
+def _kaggle_dataset(value: Any) -> str | None:
+    if isinstance(value, str) and KAGGLE_DATASET.fullmatch(value):
+        return None
+    return (
+        "must be a Kaggle dataset as owner/slug, such as daavoo/3d-mnist: letters, digits and - "
+        "(and _ in the owner), at most 50 characters each"
+    )
 
 
 def _colormap(value: Any) -> str | None:
@@ -114,7 +127,7 @@ def _blocks(value: Any) -> str | None:
 SCHEMAS: dict[str, dict[str, Check]] = {
     "data": {
         "source": _one_of("kaggle", "local", "synthetic"),
-        "dataset": _string,
+        "dataset": _kaggle_dataset,
         "version": _optional_positive_int,
         "path": _string,
         "timeout": _number_up_to(3600),
@@ -232,7 +245,7 @@ def check_params(params: dict[str, Any]) -> None:
         raise PipelineError("params.yaml: section 'architectures' is missing; add at least the seed preset")
     if params["model"] not in presets:
         raise PipelineError(
-            f"params.yaml: model {params['model']!r} is not a preset; use one of {', '.join(sorted(presets))}"
+            f"params.yaml: model {params['model']!r} is not a preset; use one of {', '.join(sorted(map(str, presets)))}"
         )
     for preset, values in presets.items():
         check_section(values, SCHEMAS["architecture"], f"architectures.{preset}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import tokenize
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -88,7 +89,10 @@ def npy_header(handle) -> tuple[tuple[int, ...], np.dtype]:
     """The shape and dtype that an .npy stream declares, read from its header alone."""
     version = np.lib.format.read_magic(handle)
     header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, _, dtype = header(handle)
+    try:
+        shape, _, dtype = header(handle)
+    except (SyntaxError, tokenize.TokenError) as error:  # numpy parses the header as a Python literal
+        raise ValueError(f"the header is not a Python literal: {error}") from None
     return shape, dtype
 
 

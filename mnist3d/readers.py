@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,9 @@ MAX_CLOUD_GROUPS = 100_000  # the Kaggle train file has 5,000
 CLOUDS_TIMES = 4
 CHUNK_ROWS = 1024  # rows of a vectors dataset read at a time
 DEFLATE = 1  # HDF5's id of the gzip filter
+MAX_H5_LINKS = 4 * MAX_CLOUD_GROUPS  # links in one HDF5 file; the Kaggle train file: 5,000 groups of 2-3 datasets
+# What h5py raises when the HDF5 library fails on a file's bytes (it maps the library's errors onto these).
+H5PY_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 
 
 def h5_dataset(h5, key: str, name: str):
@@ -48,13 +52,78 @@ def read_rows(dataset, rows: slice = slice(None)) -> np.ndarray:
     return out
 
 
-def open_h5(path: Path):
+@contextmanager
+def open_h5(path: Path) -> Iterator:
+    """`path` opened with h5py, refused before any data is read unless all of it is stored inside it (outside_data).
+
+    Inside the block, an error that h5py raises (the HDF5 library failing on the file's bytes) ends in one line.
+    """
     import h5py
 
     try:
-        return h5py.File(path, "r")
+        h5 = h5py.File(path, "r")
     except (OSError, ValueError) as error:
         raise PipelineError(f"{path} is not a readable HDF5 file ({error}); check the path or fetch it again") from None
+    with h5:
+        try:
+            problem = outside_data(h5)
+            if problem:
+                raise PipelineError(f"{path}: {problem}")
+            yield h5
+        except H5PY_ERRORS as error:
+            if not raised_by_h5py(error):
+                raise
+            detail = (str(error).strip().splitlines() or [""])[0][:200]
+            raise PipelineError(
+                f"{path} is damaged, HDF5 cannot read it ({detail}); fetch or export it again"
+            ) from None
+
+
+def raised_by_h5py(error: BaseException) -> bool:
+    """Whether `error` comes from inside h5py, where it stands for the HDF5 library failing on a file."""
+    trace = error.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    return trace is not None and trace.tb_frame.f_globals.get("__name__", "").startswith("h5py")
+
+
+def outside_data(h5) -> str | None:
+    """What in an open HDF5 file is not stored in it, or None: a soft, external or user-defined link, or a dataset
+    whose data is in external raw files or mapped from other files (virtual).
+
+    Any of them could make a read open another file, a FIFO among them (which blocks for ever), so the whole file is
+    checked once, where it is opened. Only hard links are followed, and no data is read.
+    """
+    from h5py import h5d, h5l, h5o
+
+    kinds = {h5l.TYPE_SOFT: "a soft link", h5l.TYPE_EXTERNAL: "an external link (to another file)"}
+    fix, visited, failed = "only data stored in the file is read, export it again", 0, []
+
+    def visit(name: bytes, link) -> str | None:
+        nonlocal visited
+        visited += 1
+        if visited > MAX_H5_LINKS:
+            return f"more than {MAX_H5_LINKS:,} links; is it a 3D MNIST file?"
+        shown = name.decode("utf-8", "backslashreplace")
+        shown = shown if shown.isprintable() else repr(shown)
+        if link.type != h5l.TYPE_HARD:
+            return f"{shown} is {kinds.get(link.type, 'a user-defined link')}; {fix}"
+        try:
+            item = h5o.open(h5.id, name)
+            plist = item.get_create_plist() if isinstance(item, h5d.DatasetID) else None
+        except H5PY_ERRORS as error:  # raised here, h5py would lose it: it is raised again after the visit
+            failed.append(error)
+            return "failed"
+        if plist is not None and plist.get_external_count():
+            return f"{shown} is stored outside the file (HDF5 external storage); {fix}"
+        if plist is not None and plist.get_layout() == h5d.VIRTUAL:
+            return f"{shown} is a virtual dataset (its data is mapped from other files); {fix}"
+        return None
+
+    problem = h5.id.links.visit(visit, info=True)
+    if failed:
+        raise failed[0]
+    return problem
 
 
 def read_vectors(path: str | os.PathLike) -> dict[str, Split]:
@@ -101,7 +170,12 @@ def read_point_clouds(
             datasets.append(points)
         check_size(total, f"{path}: the points of all groups as {np.dtype(dtype)}", times=CLOUDS_TIMES)
         label_array = None
-        if all(label is not None for label in labels):
+        unlabelled = [i for i, label in enumerate(labels) if label is None]
+        if 0 < len(unlabelled) < len(labels):  # never drop the labels of the others silently
+            raise PipelineError(
+                f"{path}: group {unlabelled[0]} has no label attribute but others have one; label every group or none"
+            )
+        if not unlabelled:
             try:
                 label_array = np.array(labels)
             except ValueError:  # labels of different shapes

@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -144,7 +145,7 @@ def extract_zip(archive: Path, folder: Path) -> None:
             for short, name in found.items():
                 with reading(f"{archive} member {name}"):
                     inflate(zipped, name, folder / short, f"{archive} member {name}")
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, zlib.error, EOFError):  # a damaged entry, or a compressed stream damaged or cut short
         raise PipelineError(f"{archive} is not a valid zip file (damaged or cut short); fetch it again") from None
 
 

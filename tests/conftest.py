@@ -13,11 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mnist3d.vectors import VECTORS_FILE, Split, write_vectors  # noqa: E402
+
+# The fuzzer's profiles (tests/test_fuzz.py). By default a few examples each, derandomized: the run is short and the
+# same on every machine. `--hypothesis-profile=thorough` searches wider and keeps what fails in .hypothesis/.
+SLOW_IS_FINE = [HealthCheck.too_slow]  # an HDF5 example takes milliseconds, more than Hypothesis expects
+settings.register_profile(
+    "quick", max_examples=200, derandomize=True, database=None, deadline=3000, suppress_health_check=SLOW_IS_FINE
+)
+settings.register_profile("thorough", max_examples=2000, deadline=10000, suppress_health_check=SLOW_IS_FINE)
+settings.load_profile("quick")
 
 SECRET = "planted-secret-key-123"  # the Kaggle key tests plant (fake_kaggle.write_kaggle_json) and then grep for
 DELETE = object()  # a value for set_param meaning: remove the key

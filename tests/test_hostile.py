@@ -245,10 +245,17 @@ def cloud_file(path: Path, points=None, label=3, points_as_group=False) -> Path:
     return path
 
 
-def vectors_with_labels(path: Path, labels) -> Path:
+def vectors_with_labels(path: Path, labels, rows: int | None = None) -> Path:
     with h5py.File(path, "w") as h5:
-        h5["X_test"] = tiny_split(len(labels)).x
+        h5["X_test"] = tiny_split(len(labels) if rows is None else rows).x
         h5["y_test"] = labels
+    return path
+
+
+def partly_labelled(path: Path) -> Path:
+    cloud_file(path)
+    with h5py.File(path, "a") as h5:
+        del h5["1"].attrs["label"]
     return path
 
 
@@ -318,14 +325,24 @@ STRUCTURE_CASES = [
         ),
         "PLY property 'x' is declared twice",
     ),
+    (lambda d: vectors_with_labels(d / "few.h5", np.array([1, 1]), rows=3), "y_test has shape (2,) but X_test has 3"),
+    (lambda d: vectors_with_labels(d / "wide.h5", np.ones((2, 2), int)), "y_test has shape (2, 2) but X_test has 2"),
+    (lambda d: partly_labelled(d / "partly.h5"), "group 1 has no label attribute but others have one"),
 ]
 
 
-@pytest.mark.parametrize(("make", "fragment"), STRUCTURE_CASES, ids=[f"structure-{i}" for i in range(5)])
+@pytest.mark.parametrize(
+    ("make", "fragment"), STRUCTURE_CASES, ids=[f"structure-{i}" for i in range(len(STRUCTURE_CASES))]
+)
 def test_unexpected_structure_is_named(tmp_path, make, fragment):
     with pytest.raises(PipelineError) as caught:
         read_samples(make(tmp_path))
     assert fragment in str(caught.value), caught.value
+
+
+def test_a_column_of_labels_is_read_as_one_label_per_row(tmp_path):
+    samples = read_samples(vectors_with_labels(tmp_path / "column.h5", np.array([[7], [1]])))
+    assert samples.labels.tolist() == [7, 1]
 
 
 def test_fetch_checks_every_point_cloud_group(project, tmp_path):
@@ -341,6 +358,56 @@ def test_fetch_checks_every_point_cloud_group(project, tmp_path):
     project.set("data.path", str(folder))
     line = error_line(project.run("fetch"), alone=False)
     assert "group 1: points have shape (4, 2), expected (N, 3)" in line, line
+
+
+# --- only data stored in the file is read (issue 16) ----------------------------------------------------------------
+
+
+def stored_elsewhere(folder: Path, kind: str) -> tuple[Path, Path]:
+    """A vectors file whose X_test is not stored in it, in the way `kind` names, and the file its data is in."""
+    path, elsewhere = write_tiny_vectors(folder / VECTORS_FILE), folder / "elsewhere.bin"
+    with h5py.File(path, "a") as h5:
+        x = h5["X_test"][()]
+        del h5["X_test"]
+        if kind == "external-storage":
+            elsewhere.write_bytes(x.tobytes())
+            h5.create_dataset("X_test", x.shape, x.dtype, external=[(str(elsewhere), 0, x.nbytes)])
+        elif kind == "soft-link":
+            h5["X_copy"] = x
+            h5["X_test"] = h5py.SoftLink("/X_copy")
+        else:
+            with h5py.File(elsewhere, "w") as other:
+                other["X_test"] = x
+            if kind == "external-link":
+                h5["X_test"] = h5py.ExternalLink(str(elsewhere), "/X_test")
+            else:
+                layout = h5py.VirtualLayout(x.shape, x.dtype)
+                layout[:] = h5py.VirtualSource(str(elsewhere), "X_test", x.shape)
+                h5.create_virtual_dataset("X_test", layout)
+    elsewhere.unlink(missing_ok=True)
+    return path, elsewhere
+
+
+ELSEWHERE = {
+    "external-storage": "X_test is stored outside the file (HDF5 external storage)",
+    "external-link": "X_test is an external link (to another file)",
+    "soft-link": "X_test is a soft link",
+    "virtual": "X_test is a virtual dataset",
+}
+
+
+@pytest.mark.parametrize("kind", ELSEWHERE)
+def test_data_stored_outside_the_file_is_refused_before_it_is_read(project, tmp_path, kind):
+    """predict and fetch end in one line without opening the other file: when it was a FIFO, both hung for ever."""
+    (tmp_path / "downloads").mkdir()
+    path, elsewhere = stored_elsewhere(tmp_path / "downloads", kind)
+    project.set("data.source", "local")
+    project.set("data.path", str(path.parent))
+    with watched_fifo(elsewhere) as opened:  # a process that opens it sees an empty file instead of hanging
+        lines = [error_line(predict_cli(project.path, str(path))), error_line(project.run("fetch", timeout=120))]
+    assert opened == [], "the other file was opened"
+    for line in lines:
+        assert f"{VECTORS_FILE}: {ELSEWHERE[kind]}" in line and "only data stored in the file is read" in line, line
 
 
 # --- 8. the last resort ---------------------------------------------------------------------------------------------

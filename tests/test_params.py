@@ -48,6 +48,11 @@ def test_seed_preset_is_the_notebook_model():
     ("section", "key", "value", "message"),
     [
         ("data", "source", "ftp", "data.source must be one of kaggle, local, synthetic"),
+        ("data", "dataset", "../../../etc/passwd", "data.dataset must be a Kaggle dataset as owner/slug"),
+        ("data", "dataset", "daavoo/3d-mnist/1", "data.dataset must be a Kaggle dataset as owner/slug"),
+        ("data", "dataset", "daavoo/3d-mnist\n", "data.dataset must be a Kaggle dataset as owner/slug"),
+        ("data", "dataset", "daavoo/" + "x" * 51, "data.dataset must be a Kaggle dataset as owner/slug"),
+        ("data", "dataset", ["daavoo/3d-mnist"], "data.dataset must be a Kaggle dataset as owner/slug"),
         ("train", "batch_size", 0, "train.batch_size must be a positive integer"),
         ("train", "validation_split", 1.0, "train.validation_split must lie strictly between 0 and 1"),
         ("train", "learning_rate", -1, "train.learning_rate must be a number > 0"),
