@@ -24,6 +24,9 @@ CANDIDATES = {
     "ema-0.99": {"train.ema": 0.99},
     "flip-aligned": {"train.flip_aligned": "true"},
     "copies-2-epochs-11": {"train.copies_per_epoch": 2, "epochs": 11},
+    "block-4": {"architectures.compact.blocks": "[[16],[32,32],[64,64],[128]]"},
+    "dense-64": {"architectures.compact.dense_units": 64},
+    "lr-0.003": {"train.learning_rate": 0.003},
 }
 EXTRA_SEEDS = {"default": (2,)}
 VALIDATION = ("validation.accuracy", "validation.accuracy_original", "validation.accuracy_rotated")
