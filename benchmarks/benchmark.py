@@ -117,9 +117,7 @@ def epoch_breakdown(project: Path) -> dict:
     wants_clouds = train["augment"] == "clouds"  # as in stages/train.py
     clouds, read_clouds = timed(lambda: training.read_training_clouds(points, index, y) if wants_clouds else None)
     rows, val_rows = training.split_pairs(len(y), train["validation_split"], train["seed"])
-    make_fresh, fresh_labels = training.fresh_copies(
-        train["augment"], x, y, rows, clouds, params["preprocess"], train["copies_per_epoch"]
-    )
+    make_fresh, fresh_labels = training.fresh_copies(train, x, y, rows, clouds, params["preprocess"])
     rng, parts = np.random.default_rng(0), {"read_npz": read_npz, "read_clouds": read_clouds}
     parts["fresh"] = fastest(2, lambda: make_fresh(rng)) if make_fresh else 0.0
     fresh, fresh_labels = (make_fresh(rng), fresh_labels) if make_fresh else (x[:0], y[:0])

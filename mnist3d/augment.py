@@ -32,32 +32,42 @@ def keep_freed_memory(mmap_threshold: int = 256 << 20, trim_threshold: int = 1 <
 class RotatedCopies:
     """Fresh copies of training clouds, rotated and noised as the dataset's odd rows were, as voxel vectors.
 
-    Called with an rng, it gives one epoch's copies (N, 4096) of the clouds `ids` names. Two shortcuts make it about
-    twice as fast as drawing every point's noise and measuring every rotated cloud's spread: the spread of a rotated
-    cloud follows from its covariance (stored by preprocess), and the noise of each copy is a window of one pool of
-    uniform draws per epoch, at a random offset, so within a copy it is still independent and uniform. Binning uses
-    plain floor division: with continuous noise a point lands exactly on a bin edge with probability zero, so the
-    dataset's exact searchsorted tie rule is not needed here.
+    Called with an rng, it gives one epoch's copies (N, 4096) of the clouds `ids` names. Each digit may first be
+    turned in its own plane by a small random angle (`jitter_degrees`, the standard deviation): new handwriting
+    for the same label. `upright` copies take that turn alone, with no rotation and no noise, as the even rows.
+
+    Two shortcuts make it about twice as fast as drawing every point's noise and measuring every rotated cloud's
+    spread: the spread of a rotated cloud follows from its covariance (stored by preprocess), and the noise of each
+    copy is a window of one pool of uniform draws per epoch, at a random offset, so within a copy it is still
+    independent and uniform. Binning uses plain floor division: with continuous noise a point lands exactly on a bin
+    edge with probability zero, so the dataset's exact searchsorted tie rule is not needed here.
     """
 
-    def __init__(self, clouds: Clouds, ids: np.ndarray):
-        self.clouds, self.ids = clouds, ids
+    def __init__(self, clouds: Clouds, ids: np.ndarray, jitter_degrees: float = 0.0, upright: bool = False):
+        self.clouds, self.ids, self.jitter, self.upright = clouds, ids, np.radians(jitter_degrees), upright
         self.sizes = np.diff(clouds.offsets)[ids]
         self.covariances = clouds.covariances[ids]
 
     def __call__(self, rng: np.random.Generator) -> np.ndarray:
+        count = len(self.ids)
         # cloud @ M in the dataset's row-vector convention is M.T @ cloud here
-        rotations = random_rotations(rng, len(self.ids)).transpose(0, 2, 1)
+        rotations = (
+            np.tile(np.eye(3), (count, 1, 1)) if self.upright else random_rotations(rng, count).transpose(0, 2, 1)
+        )
+        if self.jitter:
+            rotations = rotations @ turns_about_x(rng.normal(0.0, self.jitter, count))  # x: the upright digit's normal
         spreads = 0.25 * np.sqrt(np.einsum("bij,bjk,bik->bi", rotations, self.covariances, rotations))
-        pool = rng.random(max(NOISE_POOL, 3 * self.sizes.max()), dtype=np.float32)
-        pool *= 2
-        pool -= 1
-        starts = rng.integers(0, len(pool) - 3 * self.sizes + 1)
-        vectors = np.empty((len(self.ids), GRID**3), dtype=np.float64)
-        rows = zip(self.ids, rotations.astype(np.float32), spreads.astype(np.float32), starts, strict=True)
-        for row, (index, rotation, spread, start) in enumerate(rows):
+        pool = None if self.upright else rng.random(max(NOISE_POOL, 3 * self.sizes.max()), dtype=np.float32)
+        if pool is not None:
+            pool *= 2
+            pool -= 1
+            starts = rng.integers(0, len(pool) - 3 * self.sizes + 1)
+        vectors = np.empty((count, GRID**3), dtype=np.float64)
+        for row, (index, rotation) in enumerate(zip(self.ids, rotations.astype(np.float32), strict=True)):
             points = rotation @ self.clouds.cloud(index)
-            points += pool[start : start + points.size].reshape(points.shape) * spread[:, None]
+            if pool is not None:
+                noise = pool[starts[row] : starts[row] + points.size].reshape(points.shape)
+                points += noise * spreads[row, :, None].astype(np.float32)
             low, high = points.min(axis=1) - 0.001, points.max(axis=1) + 0.001
             side = (high - low).max()
             low -= (side - (high - low)) / 2  # grow the box to a cube around its centre
@@ -68,6 +78,15 @@ class RotatedCopies:
             counts = np.bincount(bins[0] + GRID * bins[1] + GRID * GRID * bins[2], minlength=GRID**3)
             vectors[row] = counts / counts.max()
         return vectors
+
+
+def turns_about_x(angles: np.ndarray) -> np.ndarray:
+    """Rotation matrices (N, 3, 3) by `angles` (radians) about the x axis."""
+    turns = np.tile(np.eye(3), (len(angles), 1, 1))
+    turns[:, 1, 1] = turns[:, 2, 2] = np.cos(angles)
+    turns[:, 2, 1] = np.sin(angles)
+    turns[:, 1, 2] = -turns[:, 2, 1]
+    return turns
 
 
 def random_symmetries(grids: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -47,10 +47,11 @@ def _int_between(low: int, high: int) -> Check:
     return check
 
 
-def _number_up_to(high: float) -> Check:
+def _number_up_to(high: float, zero: bool = False) -> Check:
     def check(value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= high:
-            return f"must be a number > 0 and at most {high:g}"
+        low_ok = isinstance(value, int | float) and (value >= 0 if zero else value > 0)
+        if isinstance(value, bool) or not low_ok or not value <= high:
+            return f"must be a number from 0 to {high:g}" if zero else f"must be a number > 0 and at most {high:g}"
         return None
 
     return check
@@ -143,6 +144,8 @@ SCHEMAS: dict[str, dict[str, Check]] = {
         "seed": SEED,
         "augment": _one_of("none", "clouds", "cube"),
         "copies_per_epoch": _int_up_to(100),
+        "upright_copies": _int_up_to(100, low=0),
+        "jitter_degrees": _number_up_to(90, zero=True),
         "label_smoothing": _fraction(low_open=False),
         "schedule": _one_of("constant", "cosine"),
         "ema": _fraction(low_open=False),

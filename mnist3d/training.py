@@ -147,31 +147,39 @@ def summarise_history(history: dict[str, list[float]]) -> dict[str, Any]:
 
 
 def fresh_copies(
-    augment: str,
+    params: dict[str, Any],
     x: np.ndarray,
     y: np.ndarray,
     train_rows: np.ndarray,
     clouds: Clouds | None,
     preprocess: dict[str, Any],
-    copies: int = 1,
 ):
-    """The per-epoch maker of extra training grids for `augment`, and their labels; (None, None) for none.
+    """The per-epoch maker of extra training grids for `train.augment`, and their labels; (None, None) for none.
 
-    `clouds` makes `copies` fresh rotated, noisy copies of each training cloud per epoch (cloud i made rows 2i
-    and 2i+1); `cube` turns the dataset's rotated rows by random cube symmetries.
+    `clouds` makes `copies_per_epoch` fresh rotated, noisy copies of each training cloud per epoch (cloud i made
+    rows 2i and 2i+1), and `upright_copies` unrotated ones, each digit turned in its plane by `jitter_degrees`;
+    `cube` turns the dataset's rotated rows by random cube symmetries.
     """
     from mnist3d.augment import RotatedCopies, random_symmetries
     from mnist3d.inputs import network_inputs
 
-    if augment == "none":
+    if params["augment"] == "none":
         return None, None
-    cloud_ids = np.tile(train_rows[train_rows % 2 == 0] // 2, copies)
-    if augment == "clouds":
-        rotated_copies = RotatedCopies(clouds, cloud_ids)
+    cloud_ids = train_rows[train_rows % 2 == 0] // 2
+    if params["augment"] == "clouds":
+        makers = [
+            RotatedCopies(clouds, np.tile(cloud_ids, count), params["jitter_degrees"], upright)
+            for count, upright in ((params["copies_per_epoch"], False), (params["upright_copies"], True))
+            if count
+        ]
         colormap, aligned = preprocess["colormap"], preprocess["align"]
-        return (lambda rng: network_inputs(rotated_copies(rng), colormap, aligned)), clouds.labels[cloud_ids]
-    rotated = x[2 * cloud_ids + 1]
-    return (lambda rng: random_symmetries(rotated, rng)), y[2 * cloud_ids + 1]
+
+        def make(rng: np.random.Generator) -> np.ndarray:
+            return network_inputs(np.concatenate([maker(rng) for maker in makers]), colormap, aligned)
+
+        return make, clouds.labels[np.concatenate([maker.ids for maker in makers])]
+    rotated = x[2 * np.tile(cloud_ids, params["copies_per_epoch"]) + 1]
+    return (lambda rng: random_symmetries(rotated, rng)), y[2 * np.tile(cloud_ids, params["copies_per_epoch"]) + 1]
 
 
 def read_training_clouds(points_path: Any, index_path: Any, y: np.ndarray) -> Clouds:
@@ -204,9 +212,7 @@ def fit(
     from mnist3d.model import build_model
 
     train_rows, val_rows = split_pairs(len(y), params["validation_split"], params["seed"])
-    make_fresh, fresh_labels = fresh_copies(
-        params["augment"], x, y, train_rows, clouds, preprocess, params["copies_per_epoch"]
-    )
+    make_fresh, fresh_labels = fresh_copies(params, x, y, train_rows, clouds, preprocess)
     batches = EpochBatches(
         x[train_rows],
         y[train_rows],
