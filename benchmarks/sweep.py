@@ -24,6 +24,8 @@ CANDIDATES = {
     "ema-0.99": {"train.ema": 0.99},
     "flip-aligned": {"train.flip_aligned": "true"},
     "copies-2-epochs-11": {"train.copies_per_epoch": 2, "epochs": 11},
+    "jitter-10": {"train.jitter_degrees": 10},
+    "upright-1-jitter-10-epochs-12": {"train.upright_copies": 1, "train.jitter_degrees": 10, "epochs": 12},
     "block-4": {"architectures.compact.blocks": "[[16],[32,32],[64,64],[128]]"},
     "dense-64": {"architectures.compact.dense_units": 64},
     "lr-0.003": {"train.learning_rate": 0.003},
