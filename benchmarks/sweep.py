@@ -70,7 +70,7 @@ def train_minutes(experiment: str) -> float | None:
 def table() -> str:
     """One Markdown row per candidate: seeds, mean and range of each validation figure, training minutes."""
     runs = defaultdict(list)
-    for row in csv.DictReader(io.StringIO(dvc("exp", "show", "--csv", "--no-fetch"))):
+    for row in csv.DictReader(io.StringIO(dvc("exp", "show", "--csv", "--no-fetch", "--all-commits"))):
         match = re.fullmatch(r"(.+)-s(\d+)", row["Experiment"] or "")
         if match and row.get(VALIDATION[0]) not in (None, "", "!"):
             runs[match[1]].append((row, train_minutes(row["Experiment"])))
