@@ -208,7 +208,7 @@ def write_tiny_vectors(path: Path, train: int = 20, test: int = 10) -> Path:
     return path
 
 
-def _tiny_zip_bytes(extra: dict[str, bytes] | None = None, with_vectors: bool = True) -> bytes:
+def tiny_zip_bytes(extra: dict[str, bytes] | None = None, with_vectors: bool = True) -> bytes:
     """A zip laid out like Kaggle's 3d-mnist.zip, with a tiny vectors file (and `extra` entries)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zipped, tempfile.TemporaryDirectory() as scratch:
@@ -217,11 +217,6 @@ def _tiny_zip_bytes(extra: dict[str, bytes] | None = None, with_vectors: bool = 
         for name, data in (extra or {}).items():
             zipped.writestr(name, data)
     return buffer.getvalue()
-
-
-def tiny_zip_bytes(*args, **options) -> bytes:
-    """_tiny_zip_bytes, still taking the scratch folder it no longer needs first, until every caller has moved."""
-    return _tiny_zip_bytes(*(args[1:] if args and isinstance(args[0], Path) else args), **options)
 
 
 def write_tiny_processed(folder: Path, rows: int = 6, channels: int = 3, labels=None, clouds: bool = True) -> None:
@@ -276,8 +271,9 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
 
 
-def make_dvc_repo(folder: Path, change_params=None) -> Path:
-    """Copy the project into `folder`, let `change_params(params)` edit its params, and commit it to a new git repo."""
+def reproduced_repo(folder: Path, change_params=tiny_synthetic) -> Path:
+    """A copy of the project in a new git repo, its params edited by `change_params(params)` (tiny synthetic params by
+    default), after one `dvc repro`: outputs and lock committed."""
     for name in COPIED:
         source, target = ROOT / name, folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -294,16 +290,10 @@ def make_dvc_repo(folder: Path, change_params=None) -> Path:
     git(folder, "config", "user.name", "test")
     git(folder, "add", "-A")
     git(folder, "commit", "-qm", "project copy")
+    dvc(folder, "repro")
+    git(folder, "add", "-A")
+    git(folder, "commit", "-qm", "baseline run")
     return folder
-
-
-def reproduced_repo(folder: Path, change_params=tiny_synthetic) -> Path:
-    """A project copy (tiny synthetic params by default) after one `dvc repro`, its outputs and lock committed."""
-    repo = make_dvc_repo(folder, change_params)
-    dvc(repo, "repro")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "baseline run")
-    return repo
 
 
 @pytest.fixture(scope="session")
