@@ -1,12 +1,12 @@
-"""Shared fixtures: a scratch project with its own params.yaml, and tiny dataset files."""
+"""Shared helpers: scratch projects, tiny data files, stage, CLI and DVC runs, and the one-line error contract."""
 
-from __future__ import annotations
-
+import fcntl
 import io
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 from mnist3d.vectors import VECTORS_FILE, Split, write_vectors  # noqa: E402
 
-# The fuzzer's profiles (tests/test_fuzz.py). By default a few examples each, derandomized: the run is short and the
-# same on every machine. `--hypothesis-profile=thorough` searches wider and keeps what fails in .hypothesis/.
+# The fuzzer's profiles: by default a few derandomized examples each, short and the same on every machine;
+# `--hypothesis-profile=thorough` searches wider and keeps what fails in .hypothesis/.
 SLOW_IS_FINE = [HealthCheck.too_slow]  # an HDF5 example takes milliseconds, more than Hypothesis expects
 settings.register_profile(
     "quick", max_examples=200, derandomize=True, database=None, deadline=3000, suppress_health_check=SLOW_IS_FINE
@@ -31,38 +31,47 @@ settings.load_profile("quick")
 
 SECRET = "planted-secret-key-123"  # the Kaggle key tests plant (fake_kaggle.write_kaggle_json) and then grep for
 DELETE = object()  # a value for set_param meaning: remove the key
+# A conv net of a few hundred weights: enough to build, save, load and train for a test in seconds.
+TINY_ARCHITECTURE = dict(
+    blocks=[[4]], kernel_size=3, batch_norm=False, head="global_average", dense_units=0, dropout=0.0
+)
 
 
 def set_param(params: dict, dotted: str, value) -> None:
     """Set a param such as `data.source` in a params dict (or remove it, with DELETE)."""
     *parents, key = dotted.split(".")
-    section = params
     for name in parents:
-        section = section[name]
+        params = params[name]
     if value is DELETE:
-        del section[key]
+        del params[key]
     else:
-        section[key] = value
+        params[key] = value
 
 
-def edit_params(path: Path, changes: dict) -> dict:
-    """Apply set_param for each `dotted: value` to the params.yaml at `path`, rewrite it and return the params."""
+def edit_params(path: Path, changes: dict) -> None:
+    """Apply set_param for each `dotted: value` to the params.yaml at `path`."""
     params = yaml.safe_load(path.read_text())
     for dotted, value in changes.items():
         set_param(params, dotted, value)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return params
 
 
-# A conv net of a few hundred weights: enough to build, save, load and train for a test in seconds.
-TINY_ARCHITECTURE = {
-    "blocks": [[4]],
-    "kernel_size": 3,
-    "batch_norm": False,
-    "head": "global_average",
-    "dense_units": 0,
-    "dropout": 0.0,
-}
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """os.environ without Kaggle credentials or proxies, so no test reaches a real service."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("KAGGLE_", "HTTP_PROXY", "HTTPS_PROXY"))}
+    env.update(extra or {})
+    return env
+
+
+def run_python(*args, cwd=None, env=None, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+    """`python ARGS` in its own process, with the project importable and a clean_env; returns it with text output."""
+    env = clean_env({"PYTHONPATH": str(ROOT), **(env or {})})
+    args = [sys.executable, *map(str, args)]
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def predict_cli(cwd: Path, *args, **options) -> subprocess.CompletedProcess:
+    return run_python("-m", "mnist3d", "predict", *args, cwd=cwd, **options)
 
 
 class Project:
@@ -74,7 +83,6 @@ class Project:
         self.save()
 
     def set(self, dotted: str, value) -> None:
-        """Set a param such as `data.source` (or remove it, with DELETE) and rewrite params.yaml."""
         set_param(self.params, dotted, value)
         self.save()
 
@@ -82,29 +90,109 @@ class Project:
         (self.path / "params.yaml").write_text(yaml.safe_dump(self.params, sort_keys=False))
 
     def run(self, stage: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-        """Run `python stages/<stage>.py` here; returns the finished process with text output."""
-        return subprocess.run(
-            [sys.executable, str(ROOT / "stages" / f"{stage}.py")],
-            cwd=self.path,
-            env=clean_env(env),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return run_python(ROOT / "stages" / f"{stage}.py", cwd=self.path, env=env, timeout=timeout)
 
+    def fetch_local(self, path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        self.set("data.source", "local")
+        self.set("data.path", str(path))
+        return self.run("fetch", env=env, timeout=120)
 
-def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """os.environ without Kaggle credentials or proxies, so no test reaches a real service."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("KAGGLE_", "HTTP_PROXY", "HTTPS_PROXY"))}
-    env.update(extra or {})
-    return env
+    def assert_nothing_fetched(self) -> None:
+        """Nothing in data/: no data/raw, and no temporary folder."""
+        assert not (self.path / "data").exists() or list((self.path / "data").iterdir()) == []
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
-    work = tmp_path / "project"
-    work.mkdir()
-    return Project(work)
+    (tmp_path / "project").mkdir()
+    return Project(tmp_path / "project")
+
+
+def assert_no_secret(folder: Path, output: str) -> set[str]:
+    """The planted key is neither in `output` nor in any file under `folder` (git's aside); returns the files read."""
+    assert SECRET not in output
+    scanned = [p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).parts[0] != ".git"]
+    assert scanned  # so the scan really looks at something
+    for path in scanned:
+        assert SECRET.encode() not in path.read_bytes(), path
+    return {str(p.relative_to(folder)) for p in scanned}
+
+
+def error_line(result: subprocess.CompletedProcess, alone: bool = True) -> str:
+    """Assert exit 1, no traceback and one `error: ` line on stderr (with `alone`, nothing else there); return it."""
+    assert result.returncode == 1, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert not alone or result.stderr.strip().splitlines() == errors, result.stderr
+    return errors[0]
+
+
+def written(path: Path, content) -> Path:
+    """Put at `path` text or bytes, an array (as .npy), a dict (write_h5) or what a function writes; return the path."""
+    if callable(content):
+        content(path)
+    elif isinstance(content, np.ndarray):
+        np.save(path, content)
+    elif isinstance(content, dict):
+        write_h5(path, content)
+    elif content is not None:
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+def write_h5(path: Path, tree: dict) -> None:
+    """An HDF5 file from a dict: an array or list is a dataset, a dict a group, and the key "@label" a label attribute."""
+    import h5py
+
+    def fill(group, items: dict) -> None:
+        for name, item in items.items():
+            if name == "@label":
+                group.attrs["label"] = item
+            elif isinstance(item, dict):
+                fill(group.create_group(name), item)
+            else:
+                group[name] = item
+
+    with h5py.File(path, "w") as h5:
+        fill(h5, tree)
+
+
+def build_h5_item(h5, where, name: str, item: tuple, folder: Path) -> None:
+    """Add `item` at where/name: ("group", {name: item}, label), or (kind, shape, dtype, values): a dataset of the
+    values over and over, or a hard, soft or external link, external storage or a virtual dataset (data: elsewhere-*)."""
+    import h5py
+
+    if item[0] == "group":
+        group = where.create_group(name)
+        for child, leaf in item[1].items():
+            build_h5_item(h5, group, child, leaf, folder)
+        if item[2] is not None:
+            group.attrs["label"] = item[2]
+        return
+    kind, shape, dtype, pool = item
+    data, elsewhere = np.resize(np.array(pool), shape), folder / f"elsewhere-{name}"  # pool's values over and over
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN and overflows become what numpy casts them to
+        data = np.rec.fromarrays([data, data], names="a,b") if dtype == "compound" else data.astype(dtype)
+    if kind in ("external-link", "virtual"):
+        with h5py.File(elsewhere, "w") as other:
+            other["data"] = data
+    if kind == "dataset":
+        where[name] = data
+    elif kind == "hard":
+        where[name] = h5["/"]  # a cycle
+    elif kind == "soft":
+        where[name] = h5py.SoftLink("/X_test")  # it may dangle, or point at itself
+    elif kind == "external-link":
+        where[name] = h5py.ExternalLink(str(elsewhere), "/data")
+    elif kind == "external-storage":
+        data = data.reshape(-1)  # h5py keeps no external storage for a scalar
+        elsewhere.write_bytes(data.tobytes())
+        where.create_dataset(name, data.shape, data.dtype, external=[(str(elsewhere), 0, h5py.h5f.UNLIMITED)])
+    else:
+        layout = h5py.VirtualLayout(data.shape, data.dtype)
+        layout[...] = h5py.VirtualSource(str(elsewhere), "data", data.shape, data.dtype)
+        where.create_virtual_dataset(name, layout)
 
 
 def tiny_split(rows: int, seed: int = 0) -> Split:
@@ -120,15 +208,29 @@ def write_tiny_vectors(path: Path, train: int = 20, test: int = 10) -> Path:
     return path
 
 
-def tiny_zip_bytes(tmp_path: Path, extra: dict[str, bytes] | None = None, with_vectors: bool = True) -> bytes:
+def tiny_zip_bytes(extra: dict[str, bytes] | None = None, with_vectors: bool = True) -> bytes:
     """A zip laid out like Kaggle's 3d-mnist.zip, with a tiny vectors file (and `extra` entries)."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zipped:
+    with zipfile.ZipFile(buffer, "w") as zipped, tempfile.TemporaryDirectory() as scratch:
         if with_vectors:
-            zipped.write(write_tiny_vectors(tmp_path / VECTORS_FILE), VECTORS_FILE)
+            zipped.write(write_tiny_vectors(Path(scratch) / VECTORS_FILE), VECTORS_FILE)
         for name, data in (extra or {}).items():
             zipped.writestr(name, data)
     return buffer.getvalue()
+
+
+def write_tiny_processed(folder: Path, rows: int = 6, channels: int = 3, labels=None, clouds: bool = True) -> None:
+    """data/processed as preprocess writes it, random but valid: each split's grids and the training clouds."""
+    from mnist3d.processed import pack_clouds, write_clouds, write_processed
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = np.arange(rows) // 2 % 10 if labels is None else labels
+    for name in ("train", "test"):
+        write_processed(folder / f"{name}.npz", rng.random((rows, 16, 16, 16, channels), dtype=np.float32), labels)
+    if clouds:
+        packed = pack_clouds([rng.normal(size=(3, 50)) for _ in range(rows // 2)], labels[0::2])
+        write_clouds(folder / "train_points.npy", folder / "train_clouds.npz", packed)
 
 
 def tiny_model(params: dict) -> None:
@@ -144,8 +246,6 @@ def tiny_synthetic(params: dict) -> None:
     params["data"].update(source="synthetic", synthetic_train_digits=40, synthetic_test_digits=10)
     params["train"]["batch_size"] = 16
 
-
-# --- a git + DVC copy of the project, for end-to-end tests ------------------------------------------------------------
 
 COPIED = ["dvc.yaml", "params.yaml", "mnist3d", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
 
@@ -167,12 +267,13 @@ def dvc(repo: Path, *args: str, env: dict[str, str] | None = None, check: bool =
     return result
 
 
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
 
 
-def make_dvc_repo(folder: Path, change_params=None) -> Path:
-    """Copy the project into `folder`, let `change_params(params)` edit its params, and commit it to a new git repo."""
+def reproduced_repo(folder: Path, change_params=tiny_synthetic) -> Path:
+    """A copy of the project in a new git repo, its params edited by `change_params(params)` (tiny synthetic params by
+    default), after one `dvc repro`: outputs and lock committed."""
     for name in COPIED:
         source, target = ROOT / name, folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -189,22 +290,26 @@ def make_dvc_repo(folder: Path, change_params=None) -> Path:
     git(folder, "config", "user.name", "test")
     git(folder, "add", "-A")
     git(folder, "commit", "-qm", "project copy")
+    dvc(folder, "repro")
+    git(folder, "add", "-A")
+    git(folder, "commit", "-qm", "baseline run")
     return folder
 
 
-def reproduced_repo(folder: Path, change_params=tiny_synthetic) -> Path:
-    """A project copy (tiny synthetic params by default) after one `dvc repro`, its outputs and lock committed."""
-    repo = make_dvc_repo(folder, change_params)
-    dvc(repo, "repro")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "baseline run")
-    return repo
-
-
 @pytest.fixture(scope="session")
-def baseline_repo(tmp_path_factory) -> Path:
-    """One reproduced_repo per test process; modules that run DVC take their own copy_repo of it."""
-    return reproduced_repo(tmp_path_factory.mktemp("baseline"))
+def baseline_repo(tmp_path_factory, worker_id) -> Path:
+    """One reproduced_repo for the whole run, read-only: modules take their own copy_repo of it. Under pytest-xdist
+    the first worker to need it builds it in the run's shared temp folder while the others wait on a lock."""
+    if worker_id == "master":  # no xdist: this process's own temp folder
+        return reproduced_repo(tmp_path_factory.mktemp("baseline"))
+    shared = tmp_path_factory.getbasetemp().parent  # this run's folder, above each worker's own
+    with open(shared / "baseline.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (shared / "baseline.done").exists():
+            shutil.rmtree(shared / "baseline", ignore_errors=True)  # what a worker that failed building left
+            reproduced_repo(shared / "baseline")
+            (shared / "baseline.done").touch()
+    return shared / "baseline"
 
 
 def copy_repo(repo: Path, folder: Path) -> Path:
@@ -212,9 +317,6 @@ def copy_repo(repo: Path, folder: Path) -> Path:
     return shutil.copytree(
         repo, folder, symlinks=True, ignore=lambda where, names: ["tmp"] if where == str(repo / ".dvc") else []
     )
-
-
-OUTPUT_DIRS = ("data", "models", "metrics", "plots")  # where stages write, and so where temporaries may be left
 
 
 def files_under(folder: Path) -> dict[str, bytes]:
@@ -227,19 +329,6 @@ def files_under(folder: Path) -> dict[str, bytes]:
 
 
 def temp_leftovers(folder: Path) -> list[str]:
-    """Dot-named temporaries (`.<name>.*.tmp*`) anywhere under the output folders of `folder`."""
-    found = []
-    for name in OUTPUT_DIRS:
-        if (folder / name).is_dir():
-            found += [str(p.relative_to(folder)) for p in (folder / name).rglob(".*.tmp*")]
-    return sorted(found)
-
-
-def error_line(result: subprocess.CompletedProcess, alone: bool = True) -> str:
-    """Assert exit 1, no traceback and one `error: ` line on stderr (with `alone`, nothing else there); return it."""
-    assert result.returncode == 1, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    assert not alone or result.stderr.strip().splitlines() == errors, result.stderr
-    return errors[0]
+    """Dot-named temporaries (`.<name>.*.tmp*`) anywhere under the folders where stages write."""
+    found = [p for name in ("data", "models", "metrics", "plots") for p in (folder / name).rglob(".*.tmp*")]
+    return sorted(str(p.relative_to(folder)) for p in found)

@@ -1,4 +1,5 @@
-"""Training augmentation: fresh rotated copies, random cube symmetries, and the per-epoch batches."""
+"""Augmentation: fresh rotated copies, random cube symmetries and the per-epoch batches in training; at test time,
+the cube's symmetries on grids and predictions averaged over rotated views."""
 
 import numpy as np
 import pytest
@@ -6,8 +7,11 @@ import pytest
 from mnist3d.augment import RotatedCopies, random_symmetries
 from mnist3d.errors import PipelineError
 from mnist3d.processed import pack_clouds, write_clouds
+from mnist3d.symmetry import apply_symmetry, cube_rotations, cube_symmetries
 from mnist3d.training import EpochBatches, fresh_copies, read_training_clouds
+from mnist3d.tta import predict_with_views
 from mnist3d.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise_batch
+from tests.conftest import TINY_ARCHITECTURE
 
 PREPROCESS = {"colormap": "Oranges", "align": "none"}
 
@@ -28,7 +32,7 @@ def packed(clouds, labels=None):
     return pack_clouds([np.ascontiguousarray(c.T) for c in clouds], np.zeros(len(clouds)) if labels is None else labels)
 
 
-def test_rotated_copies_are_valid_vectors_and_seeded(clouds):
+def test_rotated_copies_are_valid_seeded_vectors_distributed_as_the_exact_generator_makes_them(clouds):
     make = RotatedCopies(packed(clouds), np.arange(3))
     first, again, other = (make(np.random.default_rng(seed)) for seed in (5, 5, 6))
     assert first.shape == (3, 4096)
@@ -36,10 +40,7 @@ def test_rotated_copies_are_valid_vectors_and_seeded(clouds):
     assert first.min() == 0.0
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
-
-
-def test_rotated_copies_match_the_exact_generator_in_distribution(clouds):
-    """The fast path and the dataset procedure give grids with the same occupancy, over many draws."""
+    # the fast path and the dataset procedure give grids with the same occupancy, over many draws.
     many = clouds * 40
     fast = RotatedCopies(packed(clouds), np.tile(np.arange(3), 40))(np.random.default_rng(0))
     rng = np.random.default_rng(1)
@@ -50,19 +51,12 @@ def test_rotated_copies_match_the_exact_generator_in_distribution(clouds):
     assert fast.mean() == pytest.approx(exact.mean(), rel=0.05)
 
 
-def test_random_symmetries_keep_each_grid_content():
-    grids = np.random.default_rng(0).random((6, 16, 16, 16, 3)).astype(np.float32)
-    moved = random_symmetries(grids, np.random.default_rng(1))
-    np.testing.assert_allclose(np.sort(moved.reshape(6, -1), axis=1), np.sort(grids.reshape(6, -1), axis=1))
-    assert not np.array_equal(moved, grids)
-
-
 def collect(batches: EpochBatches):
     grids, labels = zip(*batches(), strict=True)
     return np.concatenate(grids), np.concatenate(labels)
 
 
-def test_epoch_batches_cover_fixed_and_fresh_samples_once_and_repeat_by_seed():
+def test_epoch_batches_cover_fixed_and_fresh_samples_once_repeat_by_seed_and_prepare_no_epoch_beyond_the_last():
     x = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1, 1) * np.ones((1, 16, 16, 16, 3), np.float32)
     y = np.arange(10) % 10
 
@@ -82,6 +76,19 @@ def test_epoch_batches_cover_fixed_and_fresh_samples_once_and_repeat_by_seed():
     replay = EpochBatches(x, y, 4, seed=0, make_fresh=make_fresh, fresh_labels=fresh_labels)
     np.testing.assert_array_equal(collect(replay)[0], grids)
     assert not np.array_equal(second, grids)  # a new epoch: new fresh copies and order
+    # with `epochs` known, no epoch is prepared beyond the last
+    prepared = []
+
+    def counted_fresh(rng):
+        prepared.append(1)
+        return np.zeros((2, 16, 16, 16, 3), np.float32)
+
+    x, fresh_labels = np.zeros((4, 16, 16, 16, 3), np.float32), np.array([0, 1])
+    batches = EpochBatches(x, np.arange(4), 4, seed=0, make_fresh=counted_fresh, fresh_labels=fresh_labels, epochs=2)
+    for _ in range(2):
+        collect(batches)
+    assert batches._next is None and len(prepared) == 2  # epochs 0 and 1, not a third
+    assert len(collect(batches)[0]) == 6  # asked again anyway (Keras never does), it still serves an epoch
 
 
 def test_clouds_pack_into_float16_at_unit_extent_and_read_back_checked(clouds, tmp_path):
@@ -125,7 +132,11 @@ def test_jittered_and_upright_copies_turn_each_digit_in_its_own_plane(clouds):
     assert make(np.random.default_rng(0)).shape == (6, 16, 16, 16, 3)
 
 
-def test_cube_augmentation_turns_the_rotated_rows_of_the_training_pairs():
+def test_cube_symmetries_keep_each_grid_content_and_turn_the_rotated_rows_of_the_training_pairs():
+    grids = np.random.default_rng(0).random((6, 16, 16, 16, 3)).astype(np.float32)
+    moved = random_symmetries(grids, np.random.default_rng(1))
+    np.testing.assert_allclose(np.sort(moved.reshape(6, -1), axis=1), np.sort(grids.reshape(6, -1), axis=1))
+    assert not np.array_equal(moved, grids)
     x = np.random.default_rng(0).random((8, 16, 16, 16, 3)).astype(np.float32)
     y = np.array([0, 0, 1, 1, 2, 2, 3, 3])
     train_rows = np.array([0, 1, 4, 5, 6, 7])
@@ -137,16 +148,28 @@ def test_cube_augmentation_turns_the_rotated_rows_of_the_training_pairs():
     assert fresh_copies({"augment": "none"}, x, y, train_rows, None, PREPROCESS) == (None, None)
 
 
-def test_epoch_batches_prepare_no_epoch_beyond_the_last():
-    x = np.zeros((4, 16, 16, 16, 3), np.float32)
-    prepared = []
+def test_cube_symmetries_turn_the_dataset_channels_and_predictions_are_averaged_over_the_first_views():
+    assert len(cube_symmetries()) == 48 and len(cube_rotations()) == 24
+    grid = np.random.default_rng(0).random((1, 16, 16, 16, 1))
+    images = {apply_symmetry(grid, s).tobytes() for s in cube_symmetries()}
+    assert len(images) == 48  # all distinct
+    np.testing.assert_array_equal(apply_symmetry(grid, cube_rotations()[0]), grid)  # identity first
+    # a proper rotation keeps handedness: no rotation equals the mirror image in x
+    mirrored = grid[:, :, :, ::-1]
+    assert all(not np.array_equal(apply_symmetry(grid, r), mirrored) for r in cube_rotations())
+    # a symmetry turns the dataset's channels and keeps the aligned ones
+    grids = np.random.default_rng(1).random((2, 16, 16, 16, 6)).astype(np.float32)
+    turned = apply_symmetry(grids, cube_rotations()[5])
+    np.testing.assert_array_equal(turned[..., 3:], grids[..., 3:])
+    np.testing.assert_array_equal(turned[..., :3], apply_symmetry(grids[..., :3], cube_rotations()[5]))
+    assert not np.array_equal(turned[..., :3], grids[..., :3])
+    # predictions are averaged over the first views
+    from mnist3d.model import build_model
 
-    def make_fresh(rng):
-        prepared.append(1)
-        return np.zeros((2, 16, 16, 16, 3), np.float32)
-
-    batches = EpochBatches(x, np.arange(4), 4, seed=0, make_fresh=make_fresh, fresh_labels=np.array([0, 1]), epochs=2)
-    for _ in range(2):
-        collect(batches)
-    assert batches._next is None and len(prepared) == 2  # epochs 0 and 1, not a third
-    assert len(collect(batches)[0]) == 6  # asked again anyway (Keras never does), it still serves an epoch
+    model = build_model(TINY_ARCHITECTURE)
+    grids = np.random.default_rng(2).random((4, 16, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(predict_with_views(model, grids, 1, 8), model.predict(grids, verbose=0), atol=1e-6)
+    views = [model.predict(apply_symmetry(grids, r), verbose=0) for r in cube_rotations()[:4]]
+    averaged = predict_with_views(model, grids, 4, 8)
+    np.testing.assert_allclose(averaged, np.mean(views, axis=0), atol=1e-6)
+    np.testing.assert_allclose(averaged.sum(axis=1), 1.0, atol=1e-5)

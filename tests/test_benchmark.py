@@ -2,8 +2,6 @@
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,21 +10,16 @@ import yaml
 from benchmarks.benchmark import forward_flops
 from mnist3d.model import build_model
 from mnist3d.synthetic import write_dataset
-from tests.conftest import ROOT, TINY_ARCHITECTURE, dvc_env, error_line
+from tests.conftest import ROOT, TINY_ARCHITECTURE, dvc_env, error_line, run_python
 
-BENCHMARK = ROOT / "benchmarks/benchmark.py"
+BENCHMARK, ARCH = ROOT / "benchmarks/benchmark.py", TINY_ARCHITECTURE.items()
 # Both recipes' models made tiny and trained for one epoch of small batches; every other param is the recipe's.
-TINY = ["epochs=1", "train.batch_size=16"] + [
-    f"architectures.{preset}.{key}={json.dumps(value)}"
-    for preset in ("seed", "compact")
-    for key, value in TINY_ARCHITECTURE.items()
-]
+TINY = [f"architectures.{preset}.{key}={json.dumps(value)}" for preset in ("seed", "compact") for key, value in ARCH]
+TINY += ["epochs=1", "train.batch_size=16"]
 
 
-def run_benchmark(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(BENCHMARK), *args], cwd=cwd, env=dvc_env(), capture_output=True, text=True, timeout=600
-    )
+def run_benchmark(*args: str, cwd: Path):
+    return run_python(BENCHMARK, *args, cwd=cwd, env=dvc_env(), timeout=600)
 
 
 def test_forward_flops_counts_conv_and_dense_multiply_adds():
@@ -57,14 +50,12 @@ def test_both_recipes_run_through_dvc_and_the_report_holds_their_accuracy_walls_
     out = tmp_path / "results.md"
     result = run_benchmark("--data", str(data), "--out", str(out), *(f"--set={s}" for s in TINY), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-
     # Each recipe went through DVC, all four stages, with its own params reaching the train stage.
     assert result.stdout.count("Ran experiment(s): ") == 2
     for stage in ("fetch", "preprocess", "train", "evaluate"):
         assert result.stdout.count(f"Running stage '{stage}'") == 2, stage
     assert "train: 68 samples per epoch (68 fixed, augment=none)" in result.stdout  # seed: no fresh copies
     assert "train: 102 samples per epoch (68 fixed, augment=clouds)" in result.stdout  # default: 34 more
-
     report = out.read_text()
     assert report.startswith("Data: tiny (80 train / 20 test vectors). Machine: ")
     rows = {cells[0]: cells for cells in (line.strip("| ").split(" | ") for line in report.splitlines())}
@@ -82,7 +73,6 @@ def test_both_recipes_run_through_dvc_and_the_report_holds_their_accuracy_walls_
     ratio = re.search(r"the default took \*\*(\S+)x\*\* the notebook recipe's wall \((\S+) s against (\S+) s", report)
     assert (float(ratio[2]), float(ratio[3])) == (walls["default"], walls["seed"])
     assert float(ratio[1]) == pytest.approx(walls["default"] / walls["seed"], abs=0.01)
-
     # The default's epoch taken apart: its model (tiny, on six channels: align=axes) and its samples.
     flops = forward_flops(build_model(TINY_ARCHITECTURE, input_shape=(16, 16, 16, 6)))
     assert f"(102 training samples, 12 validation; a forward pass is {flops / 1e6:.2f} MFLOP;" in report

@@ -1,5 +1,6 @@
 """The README's DVC recipes on a tiny synthetic copy: push and pull through a local remote, and a queued sweep."""
 
+import hashlib
 import json
 import shutil
 import time
@@ -7,27 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from mnist3d.files import sha256
-from tests.conftest import copy_repo, dvc, git
+from tests.conftest import copy_repo, dvc, files_under, git
 
 pytestmark = pytest.mark.slow
-CACHED_OUTPUTS = ["data/raw", "data/processed", "models/model.keras", "plots"]  # what dvc push/pull carries
-SWEEP = {"lr-0.002": 0.002, "lr-0.004": 0.004}  # experiment name: train.learning_rate
+CACHED_OUTPUTS = ("data/raw", "data/processed", "models/model.keras", "plots")  # what dvc push/pull carries
+SWEEP = {"lr-0.001": 0.001, "lr-0.004": 0.004}  # experiment name: train.learning_rate (the workspace has 0.002)
 QUEUE_TIMEOUT = 300  # seconds for both queued experiments together
 
 
 def checksums(repo: Path) -> dict[str, str]:
-    """sha256 of every file under the cached outputs, by path relative to the repo."""
-    files = []
-    for name in CACHED_OUTPUTS:
-        path = repo / name
-        files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    return {str(p.relative_to(repo)): sha256(p) for p in files}
+    cached = files_under(repo).items()
+    return {name: hashlib.sha256(data).hexdigest() for name, data in cached if name.startswith(CACHED_OUTPUTS)}
 
 
 @pytest.fixture(scope="module")
 def repo(baseline_repo, tmp_path_factory) -> Path:
-    """A copy of the project with tiny synthetic params, committed after one dvc repro."""
     repo = copy_repo(baseline_repo, tmp_path_factory.mktemp("usage") / "repo")
     yield repo
     dvc(repo, "queue", "stop", check=False)  # no worker outlives the test
@@ -82,10 +77,8 @@ def test_queued_sweep_on_two_workers_puts_both_experiments_metrics_in_exp_show(r
     for name, data in found.items():
         assert data["params"]["params.yaml"]["data"]["train"]["learning_rate"] == SWEEP[name]
         assert data["metrics"]["metrics/train.json"]["data"]["epochs"] == 1
-    # lr-0.002 has the workspace's params: its run in a temporary clone gives the workspace's metrics, to the bit
-    metrics = {name: found[name]["metrics"] for name in SWEEP}
-    for path in ("metrics/train.json", "metrics/evaluate.json"):
-        assert metrics["lr-0.002"][path]["data"] == json.loads((repo / path).read_text())
-    assert metrics["lr-0.004"]["metrics/train.json"]["data"] != metrics["lr-0.002"]["metrics/train.json"]["data"]
+    # each rate reached its own training run: three rates, three different sets of training figures
+    trained = [found[name]["metrics"]["metrics/train.json"]["data"] for name in SWEEP]
+    assert json.loads((repo / "metrics/train.json").read_text()) not in trained and trained[0] != trained[1]
     # the workspace is untouched: queued runs happen in temporary clones
     assert (repo / "params.yaml").read_text() == workspace_params

@@ -1,14 +1,9 @@
-"""The promise of issue 4, case by case: a stage either writes complete outputs, or exits 1 with one
-`error: ` line that names the problem and the fix, no traceback, and nothing half-written.
-
-Bad params, missing inputs and damaged model files are run as the real stage scripts in a scratch project.
-Interruptions, recovery, determinism and the Kaggle key, run through `dvc repro`, are in test_recovery.py.
-"""
-
-from __future__ import annotations
+"""Issue 4, case by case: a stage writes complete outputs, or exits 1 with one `error: ` line naming the problem and the
+fix, no traceback and nothing half-written. Kills, recovery and the Kaggle key are in test_recovery.py."""
 
 import io
 import json
+import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -18,133 +13,71 @@ import pytest
 
 from mnist3d.errors import PipelineError
 from mnist3d.model import load_model
-from mnist3d.processed import pack_clouds, write_clouds, write_processed
-from tests.conftest import DELETE, TINY_ARCHITECTURE, error_line, files_under, temp_leftovers
-
-# --- helpers ---------------------------------------------------------------------------------------------------------
+from tests.conftest import DELETE, TINY_ARCHITECTURE, error_line, files_under, temp_leftovers, write_tiny_processed
 
 
-def tiny_processed(folder: Path, rows: int = 6, channels: int = 3, seed: int = 0) -> None:
-    """data/processed as preprocess writes it, random but valid: grids of each split and the training clouds."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    labels = np.arange(rows) // 2 % 10
-    for name in ("train", "test"):
-        write_processed(folder / f"{name}.npz", rng.random((rows, 16, 16, 16, channels), dtype=np.float32), labels)
-    clouds = pack_clouds([rng.normal(size=(3, 50)) for _ in range(rows // 2)], labels[0::2])
-    write_clouds(folder / "train_points.npy", folder / "train_clouds.npz", clouds)
-
-
-def run_tracing_imports(project, stage: str, env: dict[str, str] | None = None):
+def run_tracing_imports(project, stage: str):
     """Run a stage with -X importtime; returns the result with those lines removed, and the modules it imported."""
-    result = project.run(stage, env={"PYTHONPROFILEIMPORTTIME": "1", **(env or {})})
+    result = project.run(stage, env={"PYTHONPROFILEIMPORTTIME": "1"})
     lines = result.stderr.splitlines(keepends=True)
     imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in lines if line.startswith("import time:")}
     result.stderr = "".join(line for line in lines if not line.startswith("import time:"))
     return result, imported
 
 
-# --- 1. params: all of them checked when any stage starts --------------------------------------------------------------
-
-# Which values and keys are refused, and with which words, is tested in-process in test_params.py. These cases run
-# the real stage scripts for what only a process shows: exit 1, one line, nothing written and TensorFlow never
-# imported, also when the bad param belongs to a later stage.
-PARAM_CASES = [
-    # stage, key, bad value, fragments the error line must hold
-    ("preprocess", "evaluate.tta_views", 25, ["evaluate.tta_views", "at most 24"]),  # a later stage's param
-    ("train", "train.seed", DELETE, ["train.seed is missing"]),
-    ("evaluate", "model", "resnet", ["model 'resnet'", "compact", "seed"]),
-]
+def setting(key: str, value):
+    return lambda project: project.set(key, value)
 
 
-@pytest.mark.parametrize(
-    "stage, key, value, fragments",
-    PARAM_CASES,
-    ids=[f"{stage}-{key}={'deleted' if value is DELETE else value}" for stage, key, value, _ in PARAM_CASES],
-)
-def test_bad_param_stops_its_stage_with_one_line_before_tensorflow(project, stage, key, value, fragments):
-    """A bad value, an unknown preset or a missing key: exit 1, one line naming the key, nothing written, no TF."""
-    project.set(key, value)
-    result, imported = run_tracing_imports(project, stage)
-    line = error_line(result)
-    assert line.startswith("error: params.yaml: "), line
-    for fragment in fragments:
-        assert fragment in line, line
-    assert sorted(files_under(project.path)) == ["params.yaml"]  # nothing written, not even a temp
-    assert not imported & {"tensorflow", "keras"}, f"{stage} imported TensorFlow before checking its params"
+def processed(*param):
+    return lambda project: (write_tiny_processed(project.path / "data" / "processed"), param and project.set(*param))
 
 
-def test_broken_params_yaml_is_named_with_its_line(project):
-    (project.path / "params.yaml").write_text("epochs: 3\ntrain: [unclosed\n")
-    line = error_line(project.run("train"))
-    assert line.startswith("error: params.yaml is not valid YAML at line "), line
-    assert sorted(files_under(project.path)) == ["params.yaml"]
-
-
-def test_validation_split_that_leaves_no_training_pairs_is_named(project):
-    """0.9 passes the params check, but 6 rows are 3 pairs and 0.9 of them holds out all 3."""
-    project.set("train.validation_split", 0.9)
-    tiny_processed(project.path / "data" / "processed")
-    line = error_line(project.run("train"))
-    assert "train.validation_split" in line, line
-    assert not (project.path / "models").exists() and not (project.path / "metrics").exists()
-
-
-# --- 6. missing inputs: one line naming the command that makes them ----------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("stage", "missing", "fix"),
-    [
-        ("preprocess", "data/raw/full_dataset_vectors.h5", "dvc repro fetch"),
-        ("train", "data/processed/train.npz", "dvc repro preprocess"),
-    ],
-)
-def test_a_stage_without_its_input_says_which_stage_makes_it(project, stage, missing, fix):
-    result, imported = run_tracing_imports(project, stage)
-    line = error_line(result)
-    assert f"{missing} not found" in line and fix in line, line
-    assert sorted(files_under(project.path)) == ["params.yaml"]
-    assert not imported & {"tensorflow", "keras"}
-
-
-def test_evaluate_without_a_model_says_run_train(project):
-    tiny_processed(project.path / "data" / "processed")
-    before = files_under(project.path)
-    result, imported = run_tracing_imports(project, "evaluate")
-    line = error_line(result)
-    assert "models/model.keras not found" in line and "dvc repro train" in line, line
-    assert files_under(project.path) == before
-    assert not (project.path / "metrics").exists()
-    assert not imported & {"tensorflow", "keras"}, "evaluate imported TensorFlow before finding the model missing"
-
-
-def test_evaluate_without_test_data_says_run_preprocess(project):
-    line = error_line(project.run("evaluate"))
-    assert "data/processed/test.npz not found" in line and "dvc repro preprocess" in line, line
-    assert sorted(files_under(project.path)) == ["params.yaml"]
-
-
-def test_plot_without_metrics_says_run_evaluate(project):
-    line = error_line(project.run("plot"))
-    assert "metrics/confusion.json" in line and "dvc repro evaluate" in line, line
-    assert sorted(files_under(project.path)) == ["params.yaml"]
-    assert sorted(p.name for p in project.path.iterdir()) == ["params.yaml"]  # no .plots temp folder either
-
-
-def test_plot_without_training_curves_says_run_train(project):
+def confusion_rows(project) -> None:
     confusion = project.path / "metrics" / "confusion.json"
     confusion.parent.mkdir()
     confusion.write_text(json.dumps([{"actual": 1, "predicted": 1}, {"actual": 2, "predicted": 1}]))
-    before = files_under(project.path)
-    line = error_line(project.run("plot"))
-    assert "metrics/live" in line and "dvc repro train" in line, line
-    assert files_under(project.path) == before
-    assert not (project.path / "plots").exists() and temp_leftovers(project.path) == []
-    assert sorted(p.name for p in project.path.iterdir()) == ["metrics", "params.yaml"]
 
 
-# --- 4. the model file: damaged, tampered, unsafe -------------------------------------------------------------------
+PARAMS, NOTHING = "error: params.yaml: ", lambda project: None
+CANNOT_START = {  # the stage (the id's first word), what the scratch project gets first, and fragments of the line
+    # Which params are refused with which words is tested in-process in test_params.py; these show what only a
+    # process shows. Every stage checks all of params.yaml: a typo in `evaluate` stops fetch, not a stage 14 min on.
+    "fetch-typo-in-evaluate": (
+        setting("evaluate.tta_view", 4),
+        [f"{PARAMS}unknown key evaluate.tta_view; known keys are batch_size, tta_views"],
+    ),
+    "preprocess-later-param": (setting("evaluate.tta_views", 25), [f"{PARAMS}evaluate.tta_views", "at most 24"]),
+    "train-seed-deleted": (setting("train.seed", DELETE), [f"{PARAMS}train.seed is missing"]),
+    "evaluate-unknown-preset": (setting("model", "resnet"), [f"{PARAMS}model 'resnet'", "compact", "seed"]),
+    "train-broken-yaml": (
+        lambda project: (project.path / "params.yaml").write_text("epochs: 3\ntrain: [unclosed\n"),
+        ["error: params.yaml is not valid YAML at line "],
+    ),
+    # a missing input: the line names the command that makes it
+    "preprocess": (NOTHING, ["data/raw/full_dataset_vectors.h5 not found", "dvc repro fetch"]),
+    "train": (NOTHING, ["data/processed/train.npz not found", "dvc repro preprocess"]),
+    "evaluate-without-a-model": (processed(), ["models/model.keras not found", "dvc repro train"]),
+    "evaluate-without-test-data": (NOTHING, ["data/processed/test.npz not found", "dvc repro preprocess"]),
+    "plot-without-metrics": (NOTHING, ["metrics/confusion.json", "dvc repro evaluate"]),
+    "plot-without-training-curves": (confusion_rows, ["metrics/live", "dvc repro train"]),
+    # 0.9 passes the params check, but 6 rows are 3 pairs and 0.9 of them holds out all 3
+    "train-no-training-pairs": (processed("train.validation_split", 0.9), ["train.validation_split"]),
+}
+
+
+@pytest.mark.parametrize("case", CANNOT_START)
+def test_a_stage_that_cannot_start_says_why_in_one_line_before_tensorflow(project, case):
+    """Bad params or a missing input: exit 1, one line naming the key, or the input and the command that makes it;
+    nothing written (no temp folder either), and TensorFlow never imported."""
+    prepare, fragments = CANNOT_START[case]
+    prepare(project)
+    before, listing = files_under(project.path), sorted(project.path.iterdir())
+    result, imported = run_tracing_imports(project, case.split("-")[0])
+    line = error_line(result)
+    assert line.startswith("error: ") and all(fragment in line for fragment in fragments), line
+    assert files_under(project.path) == before and sorted(project.path.iterdir()) == listing
+    assert not imported & {"tensorflow", "keras"}, f"{case}: TensorFlow imported before it stopped"
 
 
 @pytest.fixture(scope="module")
@@ -184,26 +117,27 @@ def damaged(models: dict[str, Path], kind: str) -> bytes:
 
 
 def evaluate_with(project, model_bytes: bytes) -> subprocess.CompletedProcess:
-    tiny_processed(project.path / "data" / "processed")
+    write_tiny_processed(project.path / "data" / "processed")
     (project.path / "models").mkdir(exist_ok=True)
     (project.path / "models" / "model.keras").write_bytes(model_bytes)
     return project.run("evaluate")
 
 
-def test_evaluate_with_a_valid_model_writes_metrics(project, models):
-    """The control for the cases below: the same data with an intact model evaluates."""
+def test_evaluate_scores_an_intact_model_and_refuses_a_damaged_one_or_one_for_other_inputs(project, models):
+    """The stage's side of the in-process cases below. With an intact model the same data evaluates (the control);
+    a damaged model, or one trained on 6-channel grids for these 3-channel ones, ends in one line and no metrics."""
     result = evaluate_with(project, models["valid"].read_bytes())
     assert result.returncode == 0, result.stderr
     assert json.loads((project.path / "metrics" / "evaluate.json").read_text())["samples"] == 6
     assert temp_leftovers(project.path) == []
-
-
-def test_evaluate_refuses_a_damaged_model_with_one_line(project, models):
-    """The stage's side of the cases below: one line, exit 1, no metrics."""
-    line = error_line(evaluate_with(project, damaged(models, "truncated")))
-    assert "models/model.keras is not a loadable Keras model" in line, line
-    assert "dvc repro --force train" in line, line
-    assert not (project.path / "metrics").exists()
+    shutil.rmtree(project.path / "metrics")
+    for kind, fragments in [
+        ("truncated", ["models/model.keras is not a loadable Keras model", "dvc repro --force train"]),
+        ("six-channels", ["models/model.keras", "data/processed/test.npz", "dvc repro"]),
+    ]:
+        line = error_line(evaluate_with(project, damaged(models, kind)))
+        assert all(fragment in line for fragment in fragments), line
+        assert not (project.path / "metrics").exists()
 
 
 # Which files load_model refuses, and with which words, is tested in-process, where each case costs no TF start.
@@ -228,10 +162,3 @@ def test_load_model_refuses_a_lambda_layer_in_safe_mode(models):
     message = str(refused.value)
     assert message.startswith(f"{models['lambda']} holds code (a Lambda layer), which safe mode refuses"), message
     assert message.endswith("retrain with: dvc repro --force train"), message
-
-
-def test_evaluate_refuses_a_model_for_other_inputs(project, models):
-    """A model trained on 6-channel grids cannot score 3-channel test grids; say so instead of crashing."""
-    line = error_line(evaluate_with(project, models["six-channels"].read_bytes()))
-    assert "models/model.keras" in line and "data/processed/test.npz" in line and "dvc repro" in line, line
-    assert not (project.path / "metrics").exists()

@@ -1,11 +1,6 @@
-"""Fuzzing every reader: whatever the input, it reads correctly or ends in one PipelineError line, never another error.
-
-Random bytes, damaged copies of valid files, HDF5 files of random structure and params of random values. The stages
-turn that PipelineError into exit 1 and one `error:` line (run_stage, tests/test_hostile.py). The default Hypothesis
-profile (tests/conftest.py) is small and derandomized; `--hypothesis-profile=thorough` searches wider.
-"""
-
-from __future__ import annotations
+"""Fuzzing every reader with random bytes, damaged copies of valid files, HDF5 files of random structure and params of
+random values: each reads correctly or ends in one PipelineError line (which the stages turn into one `error:` line),
+never another error. The default Hypothesis profile is quick; `--hypothesis-profile=thorough` searches wider."""
 
 import copy
 import functools
@@ -27,7 +22,7 @@ from mnist3d.params import load_params
 from mnist3d.readers import read_point_clouds, read_vectors
 from mnist3d.sources import extract_zip
 from mnist3d.vectors import VECTORS_FILE
-from tests.conftest import ROOT, set_param, tiny_split
+from tests.conftest import ROOT, build_h5_item, set_param, tiny_split
 
 pytestmark = pytest.mark.filterwarnings("error")  # a warning would print a second line beside the error line
 
@@ -182,47 +177,13 @@ TREE = st.sampled_from(sorted(VALID)).flatmap(
 )
 
 
-def build(h5: h5py.File, where: h5py.Group, name: str, item: tuple, folder: Path) -> None:
-    """Add `item` at where/name: a dataset, a group of them, or a link of one of the kinds HDF5 has."""
-    if item[0] == "group":
-        group = where.create_group(name)
-        for child, leaf in item[1].items():
-            build(h5, group, child, leaf, folder)
-        if item[2] is not None:
-            group.attrs["label"] = item[2]
-        return
-    kind, shape, dtype, pool = item
-    data, elsewhere = np.resize(np.array(pool), shape), folder / f"elsewhere-{name}"  # pool's values over and over
-    with np.errstate(invalid="ignore", over="ignore"):  # NaN and overflows become what numpy casts them to
-        data = np.rec.fromarrays([data, data], names="a,b") if dtype == "compound" else data.astype(dtype)
-    if kind in ("external-link", "virtual"):
-        with h5py.File(elsewhere, "w") as other:
-            other["data"] = data
-    if kind == "dataset":
-        where[name] = data
-    elif kind == "hard":
-        where[name] = h5["/"]  # a cycle
-    elif kind == "soft":
-        where[name] = h5py.SoftLink("/X_test")  # it may dangle, or point at itself
-    elif kind == "external-link":
-        where[name] = h5py.ExternalLink(str(elsewhere), "/data")
-    elif kind == "external-storage":
-        data = data.reshape(-1)  # h5py keeps no external storage for a scalar
-        elsewhere.write_bytes(data.tobytes())
-        where.create_dataset(name, data.shape, data.dtype, external=[(str(elsewhere), 0, h5py.h5f.UNLIMITED)])
-    else:
-        layout = h5py.VirtualLayout(data.shape, data.dtype)
-        layout[...] = h5py.VirtualSource(str(elsewhere), "data", data.shape, data.dtype)
-        where.create_virtual_dataset(name, layout)
-
-
 @given(tree=TREE)
 def test_hdf5_files_of_random_structure(folder, tree):
     """Random shapes, dtypes, labels and links: read or refused, and refused whenever any data lies elsewhere."""
     path = folder / "random.h5"
     with h5py.File(path, "w") as h5:
         for name, item in tree.items():
-            build(h5, h5, name, item, folder)
+            build_h5_item(h5, h5, name, item, folder)
     leaves = [leaf for item in tree.values() for leaf in (item[1].values() if item[0] == "group" else [item])]
     for read in readers(path.name):
         error = reads_or_refuses(read, path)

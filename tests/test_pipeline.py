@@ -1,8 +1,9 @@
-"""End to end: dvc repro on tiny synthetic data, then an experiment that re-runs only what changed."""
+"""End to end: dvc repro on tiny synthetic data, then experiments that re-run only what changed."""
 
 import csv
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,14 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import copy_repo, dvc
+from tests.conftest import copy_repo, dvc, git, predict_cli
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def repo(baseline_repo, tmp_path_factory) -> Path:
-    """A copy of the project with tiny synthetic params, committed after one dvc repro."""
     return copy_repo(baseline_repo, tmp_path_factory.mktemp("pipeline") / "repo")
 
 
@@ -58,9 +58,8 @@ def test_exp_run_with_more_epochs_skips_fetch_and_preprocess_and_metrics_diff_se
     assert workspace["params"]["params.yaml"]["data"]["epochs"] == 2
     # the columns dvc exp show lists: the two metrics files, with no per-class figures among them
     assert sorted(workspace["metrics"]) == ["metrics/evaluate.json", "metrics/train.json"]
-    assert workspace["metrics"]["metrics/evaluate.json"]["data"] == json.loads(
-        (repo / "metrics/evaluate.json").read_text()
-    )
+    evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert workspace["metrics"]["metrics/evaluate.json"]["data"] == evaluation
 
 
 def test_model_is_a_registered_artifact_that_dvc_artifacts_get_fetches(repo, tmp_path):
@@ -69,9 +68,7 @@ def test_model_is_a_registered_artifact_that_dvc_artifacts_get_fetches(repo, tmp
     subprocess.run(
         [str(gto), "register", "conv3d-classifier", "--version", "v1.0.0"], cwd=repo, check=True, capture_output=True
     )
-    lock = yaml.safe_load(
-        subprocess.run(["git", "show", "HEAD:dvc.lock"], cwd=repo, capture_output=True, text=True).stdout
-    )
+    lock = yaml.safe_load(git(repo, "show", "HEAD:dvc.lock"))
     committed = next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == "models/model.keras")
     target = tmp_path / "fetched.keras"
     dvc(repo, "artifacts", "get", str(repo), "conv3d-classifier", "-o", str(target))
@@ -80,13 +77,7 @@ def test_model_is_a_registered_artifact_that_dvc_artifacts_get_fetches(repo, tmp
 
 def test_predict_scores_the_test_split_exactly_as_evaluate_does(repo, tmp_path):
     """The same model and data through both doors: the same prediction for every row, so the same accuracy."""
-    result = subprocess.run(
-        [sys.executable, "-m", "mnist3d", "predict", "data/raw/full_dataset_vectors.h5", "--csv", tmp_path / "p.csv"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = predict_cli(repo, "data/raw/full_dataset_vectors.h5", "--csv", tmp_path / "p.csv")  # its own mnist3d
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "p.csv", newline="") as handle:
         predicted = [int(row["predicted"]) for row in csv.DictReader(handle)]
@@ -106,3 +97,15 @@ def test_editing_the_modules_only_predict_imports_re_runs_no_stage(repo):
     finally:
         for path, text in zip(modules, originals, strict=True):
             path.write_text(text)
+
+
+def test_the_same_data_from_another_path_re_runs_nothing_after_fetch(repo, tmp_path):
+    """data.path is in the manifest, not in data/raw: identical bytes from two folders leave train untouched."""
+    for name in ("downloads", "elsewhere"):
+        folder = shutil.copytree(repo / "data" / "raw", tmp_path / name)
+        result = dvc(repo, "exp", "run", "-S", "data.source=local", "-S", f"data.path={folder}")
+        log = result.stdout + result.stderr
+        assert "Running stage 'fetch'" in log, log
+        for stage in ("preprocess", "train", "evaluate", "plot"):
+            assert f"Stage '{stage}' didn't change, skipping" in log, log
+        assert str(folder) in (repo / "data" / "manifest.json").read_text()

@@ -1,7 +1,5 @@
 """The one point-cloud reader: the same clouds as h5py gives, whatever the layout, and in group order."""
 
-from __future__ import annotations
-
 import h5py
 import numpy as np
 import pytest
@@ -46,7 +44,7 @@ def test_clouds_come_back_axis_major_in_group_order_whatever_the_layout(tmp_path
     assert list(labels) == list(np.arange(11) % 10)
 
 
-def test_a_chunk_never_written_reads_as_h5py_fills_it(tmp_path):
+def test_a_chunk_never_written_reads_as_h5py_fills_it_and_a_damaged_chunk_or_a_missing_group_is_named(tmp_path):
     with h5py.File(tmp_path / "c.h5", "w") as h5:
         points = h5.create_group("0").create_dataset("points", shape=(20, 3), chunks=(7, 1), compression="gzip")
         points[:7, 0] = np.arange(7)
@@ -55,17 +53,13 @@ def test_a_chunk_never_written_reads_as_h5py_fills_it(tmp_path):
     expected = np.zeros((3, 20), np.float32)
     expected[0, :7] = np.arange(7)
     np.testing.assert_array_equal(cloud, expected)
-
-
-def test_a_damaged_chunk_is_named(tmp_path):
+    # a damaged chunk is named
     path = write_clouds(tmp_path / "c.h5", [np.ones((7, 3))], [1], chunks=(7, 1), compression="gzip")
     with h5py.File(path, "a") as h5:
         h5["0/points"].id.write_direct_chunk((0, 1), b"\x78\x9c not deflate")
     with pytest.raises(PipelineError, match="group 0 points"):
         read_point_clouds(path)
-
-
-def test_missing_group_in_the_numbering_is_named(tmp_path):
+    # a group missing in the numbering is named
     path = write_clouds(tmp_path / "c.h5", [np.ones((4, 3))] * 2, [1, 2])
     with h5py.File(path, "a") as h5:
         h5.move("1", "7")

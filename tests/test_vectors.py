@@ -19,18 +19,13 @@ def grids(count: int, channels: int = 6) -> np.ndarray:
 def test_blocks_stream_into_the_same_arrays_as_savez(tmp_path):
     x, y = grids(9), np.arange(9) % 10
     write_processed(tmp_path / "streamed.npz", [x[:4], x[4:8], x[8:]], y)
+    write_processed(tmp_path / "whole.npz", x, y)  # a whole array is one block
     np.savez(tmp_path / "savez.npz", x=x, y=y)
-    for name in ("streamed.npz", "savez.npz"):
+    for name in ("streamed.npz", "whole.npz", "savez.npz"):
         read_x, read_y = read_processed(tmp_path / name)
         np.testing.assert_array_equal(read_x, x)
         np.testing.assert_array_equal(read_y, y)
         assert read_x.dtype == np.float32 and read_y.dtype == y.dtype
-
-
-def test_a_whole_array_is_one_block(tmp_path):
-    x, y = grids(3, channels=3), np.array([1, 2, 3])
-    write_processed(tmp_path / "one.npz", x, y)
-    np.testing.assert_array_equal(read_processed(tmp_path / "one.npz")[0], x)
 
 
 @pytest.mark.parametrize(
@@ -42,15 +37,12 @@ def test_blocks_that_do_not_fit_the_labels_are_refused(tmp_path, blocks, message
         write_processed(tmp_path / "bad.npz", blocks, np.arange(3))
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_finite_bounds_are_none_for_any_nan_or_inf(bad):
-    x = np.linspace(0, 1, 12).reshape(3, 4)
-    x[2, 1] = bad
-    assert finite_bounds(x) is None
-
-
-def test_finite_bounds_are_the_min_and_max():
+def test_finite_bounds_are_the_min_and_max_or_none_for_any_nan_or_inf():
     assert finite_bounds(np.array([[0.25, -2.0], [7.5, 0.0]])) == (-2.0, 7.5)
+    for bad in (np.nan, np.inf, -np.inf):
+        x = np.linspace(0, 1, 12).reshape(3, 4)
+        x[2, 1] = bad
+        assert finite_bounds(x) is None, bad
 
 
 def npz_declaring(tmp_path, x_header: dict) -> str:
@@ -79,13 +71,10 @@ def test_processed_arrays_are_checked_before_they_are_read(tmp_path, header, fra
     assert fragment in str(refused.value), refused.value
 
 
-def test_processed_labels_out_of_range_are_refused(tmp_path):
+def test_processed_labels_out_of_range_and_a_file_that_is_not_a_zip_are_named(tmp_path):
     write_processed(tmp_path / "labels.npz", grids(2), np.array([3, 10]))
     with pytest.raises(PipelineError, match=r"labels must lie in 0\.\.9, found 3\.\.10"):
         read_processed(tmp_path / "labels.npz")
-
-
-def test_a_processed_file_that_is_not_a_zip_is_named(tmp_path):
     (tmp_path / "train.npz").write_bytes(b"not a zip at all")
     with pytest.raises(
         PipelineError, match="train.npz is not a readable preprocessed NPZ .*dvc repro --force preprocess"
