@@ -26,6 +26,8 @@ CANDIDATES = {
     "copies-2-epochs-11": {"train.copies_per_epoch": 2, "epochs": 11},
     "jitter-10": {"train.jitter_degrees": 10},
     "upright-1-jitter-10-epochs-12": {"train.upright_copies": 1, "train.jitter_degrees": 10, "epochs": 12},
+    "jitter-20": {"train.jitter_degrees": 20},
+    "jitter-10-copies-2-epochs-11": {"train.jitter_degrees": 10, "train.copies_per_epoch": 2, "epochs": 11},
     "block-4": {"architectures.compact.blocks": "[[16],[32,32],[64,64],[128]]"},
     "dense-64": {"architectures.compact.dense_units": 64},
     "lr-0.003": {"train.learning_rate": 0.003},
