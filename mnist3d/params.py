@@ -146,6 +146,7 @@ SCHEMAS: dict[str, dict[str, Check]] = {
         "copies_per_epoch": _int_up_to(100),
         "upright_copies": _int_up_to(100, low=0),
         "jitter_degrees": _number_up_to(90, zero=True),
+        "jitter_slant": _number_up_to(1, zero=True),
         "label_smoothing": _fraction(low_open=False),
         "schedule": _one_of("constant", "cosine"),
         "ema": _fraction(low_open=False),

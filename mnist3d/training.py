@@ -157,8 +157,8 @@ def fresh_copies(
     """The per-epoch maker of extra training grids for `train.augment`, and their labels; (None, None) for none.
 
     `clouds` makes `copies_per_epoch` fresh rotated, noisy copies of each training cloud per epoch (cloud i made
-    rows 2i and 2i+1), and `upright_copies` unrotated ones, each digit turned in its plane by `jitter_degrees`;
-    `cube` turns the dataset's rotated rows by random cube symmetries.
+    rows 2i and 2i+1), and `upright_copies` unrotated ones, each digit first turned and slanted in its plane (the
+    `jitter_*` params); `cube` turns the dataset's rotated rows by random cube symmetries.
     """
     from mnist3d.augment import RotatedCopies, random_symmetries
     from mnist3d.inputs import network_inputs
@@ -168,7 +168,7 @@ def fresh_copies(
     cloud_ids = train_rows[train_rows % 2 == 0] // 2
     if params["augment"] == "clouds":
         makers = [
-            RotatedCopies(clouds, np.tile(cloud_ids, count), params["jitter_degrees"], upright)
+            RotatedCopies(clouds, np.tile(cloud_ids, count), params["jitter_degrees"], params["jitter_slant"], upright)
             for count, upright in ((params["copies_per_epoch"], False), (params["upright_copies"], True))
             if count
         ]

@@ -126,7 +126,9 @@ def test_jittered_and_upright_copies_turn_each_digit_in_its_own_plane(clouds):
     grids = turned.reshape(3, 16, 16, 16)  # (z, y, x): the slab's thickness along x is the same after the turn
     np.testing.assert_array_equal(grids.sum(axis=(1, 2)) > 0, upright.reshape(3, 16, 16, 16).sum(axis=(1, 2)) > 0)
     assert not np.array_equal(turned, upright)
-    params = {"augment": "clouds", "copies_per_epoch": 2, "upright_copies": 1, "jitter_degrees": 10}
+    slanted = RotatedCopies(stored, np.arange(3), jitter_slant=0.3, upright=True)(np.random.default_rng(0))
+    assert not np.array_equal(slanted, upright) and not np.array_equal(slanted, turned)
+    params = {"augment": "clouds", "copies_per_epoch": 2, "upright_copies": 1, "jitter_degrees": 10, "jitter_slant": 0}
     make, labels = fresh_copies(params, None, None, np.array([0, 1, 4, 5]), packed(clouds, [7, 8, 9]), PREPROCESS)
     np.testing.assert_array_equal(labels, [7, 9, 7, 9, 7, 9])  # clouds 0 and 2: two rotated copies, one upright
     assert make(np.random.default_rng(0)).shape == (6, 16, 16, 16, 3)
