@@ -27,6 +27,7 @@ CANDIDATES = {
     "jitter-10": {"train.jitter_degrees": 10},
     "upright-1-jitter-10-epochs-12": {"train.upright_copies": 1, "train.jitter_degrees": 10, "epochs": 12},
     "jitter-20": {"train.jitter_degrees": 20},
+    "jitter-10-slant-0.2": {"train.jitter_degrees": 10, "train.jitter_slant": 0.2},
     "jitter-10-copies-2-epochs-11": {"train.jitter_degrees": 10, "train.copies_per_epoch": 2, "epochs": 11},
     "block-4": {"architectures.compact.blocks": "[[16],[32,32],[64,64],[128]]"},
     "dense-64": {"architectures.compact.dense_units": 64},
