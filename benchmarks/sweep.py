@@ -30,11 +30,9 @@ CANDIDATES = {
     "jitter-10-slant-0.2": {"train.jitter_degrees": 10, "train.jitter_slant": 0.2},
     "jitter-10-copies-2-epochs-11": {"train.jitter_degrees": 10, "train.copies_per_epoch": 2, "epochs": 11},
     "block-4": {"architectures.compact.blocks": "[[16],[32,32],[64,64],[128]]"},
-    "dense-64": {"architectures.compact.dense_units": 64},
     "lr-0.003": {"train.learning_rate": 0.003},
     "epochs-20": {"epochs": 20},
     "batch-64": {"train.batch_size": 64},
-    "align-plane": {"preprocess.align": "plane"},
 }
 EXTRA_SEEDS = {"default": (2,)}
 VALIDATION = ("validation.accuracy", "validation.accuracy_original", "validation.accuracy_rotated")
