@@ -31,6 +31,7 @@ CANDIDATES = {
     "jitter-10-copies-2-epochs-11": {"train.jitter_degrees": 10, "train.copies_per_epoch": 2, "epochs": 11},
     "block-4": {"architectures.compact.blocks": "[[16],[32,32],[64,64],[128]]"},
     "lr-0.003": {"train.learning_rate": 0.003},
+    "head-flatten": {"architectures.compact.head": "flatten"},
     "epochs-20": {"epochs": 20},
     "batch-64": {"train.batch_size": 64},
 }
