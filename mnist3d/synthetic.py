@@ -150,7 +150,8 @@ def write_dataset(folder: str | os.PathLike, train_digits: int, test_digits: int
         for split, name in enumerate(counts)
         for chunk, start in enumerate(starts[name])
     ]
-    workers = min(usable_cores(), len(jobs))
+    # Starting a worker process costs about a second: only worth it for more than one chunk's worth of digits.
+    workers = min(usable_cores(), len(jobs)) if train_digits + test_digits > CHUNK else 1
     pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else None
     made = pool.map(make_digits, *zip(*jobs, strict=True)) if pool else (make_digits(*job) for job in jobs)
     splits = {}
