@@ -4,6 +4,7 @@ the validation split only (the test split is never read: only the train stage ru
     python benchmarks/sweep.py queue [NAME ...]   # queue the candidates (default: all) in this DVC project
     dvc queue start -j 1                          # run them, one at a time
     python benchmarks/sweep.py table              # mean and spread of each candidate's validation accuracy
+    python benchmarks/sweep.py tta                # the workspace's model on the validation split, 1 to 24 views
 
 Run it in a project whose data is fetched (`dvc repro preprocess`, any source); experiments are named NAME-sSEED.
 """
@@ -97,10 +98,35 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def tta_table(views: tuple[int, ...] = (1, 2, 4, 8, 24)) -> str:
+    """The workspace's trained model on its own validation split, its predictions averaged over cube rotations."""
+    sys.path.insert(0, "")  # the project's mnist3d, from the project root
+    from mnist3d.metrics import evaluate_predictions
+    from mnist3d.model import load_model
+    from mnist3d.params import load_section
+    from mnist3d.processed import read_processed
+    from mnist3d.training import split_pairs
+    from mnist3d.tta import predict_with_views
+
+    train = load_section("train")
+    x, y = read_processed("data/processed/train.npz")
+    _, rows = split_pairs(len(y), train["validation_split"], train["seed"])
+    model = load_model("models/model.keras")
+    lines = ["| views | validation | original half | rotated half |", "|---|---|---|---|"]
+    for count in views:
+        scores = evaluate_predictions(y[rows], predict_with_views(model, x[rows], count, 256))
+        lines.append(f"| {count} | " + " | ".join(f"{scores[key]:.4f}" for key in VALIDATION_KEYS) + " |")
+    return "\n".join(lines)
+
+
+VALIDATION_KEYS = ("accuracy", "accuracy_original", "accuracy_rotated")
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["queue"]:
         queue(sys.argv[2:])
     elif sys.argv[1:2] == ["table"]:
         print(table())
+    elif sys.argv[1:2] == ["tta"]:
+        print(tta_table())
     else:
         sys.exit(__doc__)
