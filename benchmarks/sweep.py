@@ -35,8 +35,12 @@ CANDIDATES = {
     "head-flatten": {"architectures.compact.head": "flatten"},
     "epochs-20": {"epochs": 20},
     "batch-64": {"train.batch_size": 64},
+    "jitter-30": {"train.jitter_degrees": 30},
+    "jitter-20-slant-0.2": {"train.jitter_degrees": 20, "train.jitter_slant": 0.2},
+    "jitter-20-lr-0.003": {"train.jitter_degrees": 20, "train.learning_rate": 0.003},
+    "jitter-20-epochs-17": {"train.jitter_degrees": 20, "epochs": 17},
 }
-EXTRA_SEEDS = {"default": (2,)}
+EXTRA_SEEDS = {"default": (2,), "jitter-20": (2,)}  # the finalists get a third seed
 VALIDATION = ("validation.accuracy", "validation.accuracy_original", "validation.accuracy_rotated")
 
 
