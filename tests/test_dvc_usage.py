@@ -6,6 +6,7 @@ import shutil
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import copy_repo, dvc, files_under, git
@@ -26,6 +27,21 @@ def repo(baseline_repo, tmp_path_factory) -> Path:
     repo = copy_repo(baseline_repo, tmp_path_factory.mktemp("usage") / "repo")
     yield repo
     dvc(repo, "queue", "stop", check=False)  # no worker outlives the test
+
+
+def finished_experiments(repo: Path) -> set[str]:
+    """Names of the experiments that completed: each leaves a git ref, refs/exps/.../NAME."""
+    return {ref.rsplit("/", 1)[-1] for ref in git(repo, "for-each-ref", "--format=%(refname)", "refs/exps").split()}
+
+
+def queue_workers(repo: Path) -> list[psutil.Process]:
+    """The processes of `dvc exp queue-worker` running for `repo`."""
+    workers = []
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        cmdline, cwd = process.info["cmdline"] or [], process.info["cwd"] or ""
+        if "queue-worker" in cmdline and Path(cwd).is_relative_to(repo):
+            workers.append(process)
+    return workers
 
 
 def test_push_then_pull_into_an_empty_cache_restores_identical_outputs(repo, tmp_path_factory):
@@ -53,18 +69,27 @@ def test_queued_sweep_on_two_workers_puts_both_experiments_metrics_in_exp_show(r
         # train alone (and what it needs), as benchmarks/sweep.py queues a recipe search
         dvc(repo, "exp", "run", "--queue", "-n", name, "-S", f"train.learning_rate={rate}", "train")
     dvc(repo, "queue", "start", "-j", "2")
-    deadline = time.monotonic() + QUEUE_TIMEOUT
-    while True:
+    # Wait on git refs and the process table, not on `dvc queue status`: each look at that costs a second of CPU.
+    deadline, seen_workers = time.monotonic() + QUEUE_TIMEOUT, False
+    while not set(SWEEP) <= finished_experiments(repo):
+        workers = queue_workers(repo)
+        if seen_workers and not workers:  # gone with an experiment unfinished: it failed
+            break
+        seen_workers |= bool(workers)
+        assert time.monotonic() < deadline, f"the queue did not finish in {QUEUE_TIMEOUT} s"
+        time.sleep(0.2)  # between two looks at the refs and the processes
+    while True:  # the queue records a task's end just after its ref appears
         status = dvc(repo, "queue", "status").stdout
         # rows read: task id, name, created (time), status
         table = [line.split() for line in status.splitlines()]
         rows = {words[1]: words[-1] for words in table if len(words) > 1 and words[1] in SWEEP}
-        if len(rows) == len(SWEEP) and all(state in ("Success", "Failed") for state in rows.values()):
+        if all(rows.get(name) in ("Success", "Failed") for name in SWEEP):
             break
         assert time.monotonic() < deadline, f"the queue did not finish in {QUEUE_TIMEOUT} s:\n{status}"
-        time.sleep(1)  # between two looks at the queue's state
     failed = {
-        name: dvc(repo, "queue", "logs", name, check=False).stdout[-2000:] for name in SWEEP if rows[name] != "Success"
+        name: dvc(repo, "queue", "logs", name, check=False).stdout[-2000:]
+        for name in SWEEP
+        if rows.get(name) != "Success"
     }
     assert not failed, f"queued experiments failed:\n{status}\n{failed}"
     shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
