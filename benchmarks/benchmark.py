@@ -111,27 +111,24 @@ def epoch_breakdown(project: Path) -> dict:
     from mnist3d.processed import read_processed
 
     params = yaml.safe_load((project / "params.yaml").read_text())
-    train, processed, batch = params["train"], project / "data/processed", params["train"]["batch_size"]
+    train, processed = params["train"], project / "data/processed"
     (x, y), read_npz = timed(lambda: read_processed(processed / "train.npz"))
     points, index = processed / "train_points.npy", processed / "train_clouds.npz"
-    wants_clouds = train["augment"] == "clouds"  # as in stages/train.py
-    clouds, read_clouds = timed(lambda: training.read_training_clouds(points, index, y) if wants_clouds else None)
+    clouds, read_clouds = timed(lambda: training.clouds_for(train, points, index, y))
     rows, val_rows = training.split_pairs(len(y), train["validation_split"], train["seed"])
     make_fresh, fresh_labels = training.fresh_copies(train, x, y, rows, clouds, params["preprocess"])
     rng, parts = np.random.default_rng(0), {"read_npz": read_npz, "read_clouds": read_clouds}
     parts["fresh"] = fastest(2, lambda: make_fresh(rng)) if make_fresh else 0.0
     fresh, fresh_labels = (make_fresh(rng), fresh_labels) if make_fresh else (x[:0], y[:0])
     # The input pipeline alone, given the fresh copies: in training a worker thread has them ready.
-    made, flips = make_fresh and (lambda _: fresh), train["flip_aligned"] and x.shape[-1] > 3
-    batches = training.EpochBatches(x[rows], y[rows], batch, train["seed"], made, fresh_labels, None, flips)
+    batches = training.epoch_batches(train, x, y, rows, make_fresh and (lambda _: fresh), fresh_labels, None)
     with quiet_native_stderr():  # TensorFlow's C++ lines as it first touches the devices
         model = build_model(params["architectures"][params["model"]], input_shape=x.shape[1:])
-        schedule = (train["learning_rate"], train["label_smoothing"], train["schedule"], batches.steps(), train["ema"])
-        training.compile_model(model, *schedule)
+        training.compile_from_params(model, train, batches.steps())
     parts["pipeline"] = fastest(2, lambda: sum(1 for _ in batches.dataset()))
     epoch_y = np.concatenate([y[rows], fresh_labels])
-    in_memory = training.make_dataset(np.concatenate([x[rows], fresh]), epoch_y, batch).cache()
-    validation = training.make_dataset(x[val_rows], y[val_rows], batch)
+    in_memory = training.make_dataset(np.concatenate([x[rows], fresh]), epoch_y, train["batch_size"]).cache()
+    validation = training.make_dataset(x[val_rows], y[val_rows], train["batch_size"])
     model.fit(in_memory, verbose=0, shuffle=False)  # traces the graph and fills the cache
     model.evaluate(validation, verbose=0)
     parts["compute"] = fastest(2, lambda: model.fit(in_memory, verbose=0, shuffle=False))

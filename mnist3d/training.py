@@ -136,6 +136,18 @@ def compile_model(
     )
 
 
+def compile_from_params(model: Any, params: dict[str, Any], total_steps: int) -> None:
+    """compile_model with the `train` params' rate, smoothing, schedule (over `total_steps`) and weight averaging."""
+    schedule = (params["learning_rate"], params["label_smoothing"], params["schedule"], total_steps, params["ema"])
+    compile_model(model, *schedule)
+
+
+def epoch_batches(params: dict[str, Any], x, y, rows, make_fresh, fresh_labels, epochs: int | None) -> EpochBatches:
+    """The EpochBatches the `train` params give over the training `rows`; only aligned channels are ever flipped."""
+    flips = params["flip_aligned"] and x.shape[-1] > RGB
+    return EpochBatches(x[rows], y[rows], params["batch_size"], params["seed"], make_fresh, fresh_labels, epochs, flips)
+
+
 def summarise_history(history: dict[str, list[float]]) -> dict[str, Any]:
     """What a sweep compares: epochs run, the last validation accuracy and loss, the epoch of the best accuracy."""
     best = int(np.argmax(history["val_accuracy"]))
@@ -182,6 +194,11 @@ def fresh_copies(
     return (lambda rng: random_symmetries(rotated, rng)), y[2 * np.tile(cloud_ids, params["copies_per_epoch"]) + 1]
 
 
+def clouds_for(params: dict[str, Any], points_path: Any, index_path: Any, y: np.ndarray) -> Clouds | None:
+    """The clouds the `train` params need: read and checked when `augment` is clouds, else None."""
+    return read_training_clouds(points_path, index_path, y) if params["augment"] == "clouds" else None
+
+
 def read_training_clouds(points_path: Any, index_path: Any, y: np.ndarray) -> Clouds:
     """The clouds `train.augment: clouds` re-rotates, checked against the training labels' pairs."""
     clouds = read_clouds(points_path, index_path)
@@ -213,16 +230,7 @@ def fit(
 
     train_rows, val_rows = split_pairs(len(y), params["validation_split"], params["seed"])
     make_fresh, fresh_labels = fresh_copies(params, x, y, train_rows, clouds, preprocess)
-    batches = EpochBatches(
-        x[train_rows],
-        y[train_rows],
-        params["batch_size"],
-        params["seed"],
-        make_fresh,
-        fresh_labels,
-        epochs,
-        params["flip_aligned"] and x.shape[-1] > RGB,
-    )
+    batches = epoch_batches(params, x, y, train_rows, make_fresh, fresh_labels, epochs)
     # TensorFlow's C++ lines as it first touches the devices (cuInit on a machine without GPU) would bury ours.
     with quiet_native_stderr():
         make_deterministic(params["seed"])
@@ -231,15 +239,7 @@ def fit(
         with strategy.scope():  # variables must be created under the strategy to be mirrored
             model = build_model(architecture, input_shape=x.shape[1:])
             share_batch_statistics(model, strategy)
-            total_steps = epochs * batches.steps()
-            compile_model(
-                model,
-                params["learning_rate"],
-                params["label_smoothing"],
-                params["schedule"],
-                total_steps,
-                params["ema"],
-            )
+            compile_from_params(model, params, epochs * batches.steps())
     print(
         f"train: {batches.size} samples per epoch ({len(train_rows)} fixed, augment={params['augment']}), "
         f"{len(val_rows)} validation, {model.count_params():,} parameters, "
