@@ -42,7 +42,8 @@ CANDIDATES = {
     "jitter-20-epochs-17": {"train.jitter_degrees": 20, "epochs": 17},
 }
 EXTRA_SEEDS = {"previous-default": (2,), "jitter-20": (2,)}  # the finalists
-VALIDATION = ("validation.accuracy", "validation.accuracy_original", "validation.accuracy_rotated")
+HALVES = ("accuracy", "accuracy_original", "accuracy_rotated")  # the whole split, then each half
+VALIDATION = tuple(f"validation.{key}" for key in HALVES)  # their columns in `dvc exp show`
 
 
 def dvc(*args: str) -> str:
@@ -86,7 +87,8 @@ def table() -> str:
         "| candidate | seeds | validation (range) | original half | rotated half | train min |",
         "|---|---|---|---|---|---|",
     ]
-    for name, rows in sorted(runs.items(), key=lambda item: list(CANDIDATES).index(item[0])):
+    order = {name: place for place, name in enumerate(CANDIDATES)}  # then any other NAME-sSEED, by name
+    for name, rows in sorted(runs.items(), key=lambda item: (order.get(item[0], len(order)), item[0])):
         cells = []
         for key in VALIDATION:
             values = [float(row[key]) for row, _ in rows]
@@ -120,11 +122,9 @@ def tta_table(views: tuple[int, ...] = (1, 2, 4, 8, 24)) -> str:
     lines = ["| views | validation | original half | rotated half |", "|---|---|---|---|"]
     for count in views:
         scores = evaluate_predictions(y[rows], predict_with_views(model, x[rows], count, 256))
-        lines.append(f"| {count} | " + " | ".join(f"{scores[key]:.4f}" for key in VALIDATION_KEYS) + " |")
+        lines.append(f"| {count} | " + " | ".join(f"{scores[key]:.4f}" for key in HALVES) + " |")
     return "\n".join(lines)
 
-
-VALIDATION_KEYS = ("accuracy", "accuracy_original", "accuracy_rotated")
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["queue"]:
