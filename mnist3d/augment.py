@@ -70,9 +70,10 @@ class RotatedCopies:
             slants = np.tile(np.eye(3), (count, 1, 1))
             slants[:, 1, 2] = rng.normal(0.0, self.slant, count)
             rotations = rotations @ slants
-        spreads = 0.25 * np.sqrt(np.einsum("bij,bjk,bik->bi", rotations, self.covariances, rotations))
         pool = None if self.upright else rng.random(max(NOISE_POOL, 3 * self.sizes.max()), dtype=np.float32)
-        if pool is not None:
+        if pool is not None:  # the noise of each rotated copy scales with its spread along each axis
+            spreads = 0.25 * np.sqrt(np.einsum("bij,bjk,bik->bi", rotations, self.covariances, rotations))
+            spreads = spreads.astype(np.float32)
             pool *= 2
             pool -= 1
             starts = rng.integers(0, len(pool) - 3 * self.sizes + 1)
@@ -81,7 +82,7 @@ class RotatedCopies:
             points = rotation @ self.clouds.cloud(index)
             if pool is not None:
                 noise = pool[starts[row] : starts[row] + points.size].reshape(points.shape)
-                points += noise * spreads[row, :, None].astype(np.float32)
+                points += noise * spreads[row, :, None]
             low, high = points.min(axis=1) - 0.001, points.max(axis=1) + 0.001
             side = (high - low).max()
             low -= (side - (high - low)) / 2  # grow the box to a cube around its centre
