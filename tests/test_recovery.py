@@ -96,7 +96,7 @@ def pipeline_repo(baseline_repo, tmp_path_factory) -> Path:
     return copy_repo(baseline_repo, tmp_path_factory.mktemp("recovery") / "repo")
 
 
-def test_sigkill_during_fetch_then_a_forced_repro_recovers_with_identical_bytes(pipeline_repo):
+def test_sigkill_during_fetch_then_repro_fetches_the_same_bytes_and_runs_nothing_else(pipeline_repo):
     """`dvc repro` and its fetch are killed (kill -9 of the process group) while the digits render; then `dvc repro`
     fetches the same bytes again, so nothing after fetch has to re-run."""
     repo = pipeline_repo
