@@ -27,13 +27,14 @@ def main() -> None:
     from mnist3d.augment import keep_freed_memory
     from mnist3d.processed import read_processed
     from mnist3d.replicas import read_tf_config
-    from mnist3d.training import clouds_for
+    from mnist3d.training import clouds_for, split_pairs
 
     keep_freed_memory()  # before the big arrays: the fresh copies then reuse memory instead of faulting pages in
     # Across hosts, only the chief writes; every worker trains on the same data and ends with the same weights.
     task = read_tf_config() if params["distribute"] == "multi_worker" else None
     chief = task is None or task.is_chief
     x, y = read_processed(PROCESSED_TRAIN)
+    split_pairs(len(y), params["validation_split"], params["seed"])  # a split with no pair left fails before TF starts
     clouds = clouds_for(params, TRAIN_POINTS, TRAIN_CLOUDS, y)
 
     with quiet_native_stderr():  # importing TensorFlow prints C++ start-up lines that would bury our own
