@@ -14,6 +14,7 @@ workspace for one of its epochs to be taken apart. The report goes to --out as M
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -105,8 +106,11 @@ def matmul_peak(size: int = 2048) -> float:
 
 def epoch_breakdown(project: Path) -> dict:
     """One epoch of the params in `project`'s workspace on its data/processed, each part alone; and start-up."""
-    from mnist3d import training
     from mnist3d.errors import quiet_native_stderr
+
+    with quiet_native_stderr():  # nothing has imported TensorFlow yet: this is what a train stage pays at its start
+        import_tensorflow = timed(lambda: [importlib.import_module(name) for name in ("tensorflow", "keras")])[1]
+    from mnist3d import training
     from mnist3d.model import build_model
     from mnist3d.processed import read_processed
 
@@ -117,7 +121,8 @@ def epoch_breakdown(project: Path) -> dict:
     clouds, read_clouds = timed(lambda: training.clouds_for(train, points, index, y))
     rows, val_rows = training.split_pairs(len(y), train["validation_split"], train["seed"])
     make_fresh, fresh_labels = training.fresh_copies(train, x, y, rows, clouds, params["preprocess"])
-    rng, parts = np.random.default_rng(0), {"read_npz": read_npz, "read_clouds": read_clouds}
+    rng, parts = np.random.default_rng(0), {"tensorflow": import_tensorflow, "read_npz": read_npz}
+    parts["read_clouds"] = read_clouds
     parts["fresh"] = fastest(2, lambda: make_fresh(rng)) if make_fresh else 0.0
     fresh, fresh_labels = (make_fresh(rng), fresh_labels) if make_fresh else (x[:0], y[:0])
     # The input pipeline alone, given the fresh copies: in training a worker thread has them ready.
@@ -133,8 +138,6 @@ def epoch_breakdown(project: Path) -> dict:
     model.evaluate(validation, verbose=0)
     parts["compute"] = fastest(2, lambda: model.fit(in_memory, verbose=0, shuffle=False))
     parts["validation"] = fastest(2, lambda: model.evaluate(validation, verbose=0))
-    import_tensorflow = [sys.executable, "-c", "import tensorflow, keras"]
-    parts["tensorflow"] = timed(lambda: subprocess.run(import_tensorflow, check=True, capture_output=True))[1]
     return {**parts, "samples": len(epoch_y), "validation_samples": len(val_rows), "flops": forward_flops(model)}
 
 
@@ -171,7 +174,7 @@ def report(runs: dict, parts: dict, peak: float) -> str:
         f"| validation | {p['validation']:.2f} |\n"
         f"| the epoch as the train stage ran it (its time less start-up, per epoch of {epochs}) "
         f"| {stage_epoch:.2f} |\n\n"
-        f"Once per train stage: TensorFlow import {p['tensorflow']:.2f} s (a fresh interpreter), reading train.npz "
+        f"Once per train stage: TensorFlow import {p['tensorflow']:.2f} s (its first import here), reading train.npz "
         f"{p['read_npz']:.2f} s, the memory-mapped point clouds {p['read_clouds']:.3f} s.\n"
     )
 

@@ -78,4 +78,4 @@ def test_both_recipes_run_through_dvc_and_the_report_holds_their_accuracy_walls_
     assert f"(102 training samples, 12 validation; a forward pass is {flops / 1e6:.2f} MFLOP;" in report
     for part in ("forward and backward compute", "fresh-copy maker", "input pipeline", "validation", "the epoch as"):
         assert re.search(rf"^\| {part}.* \| -?\d+\.\d\d( \(\d+\.\d GFLOP/s, \d+ % of peak\))? \|$", report, re.M), part
-    assert re.search(r"TensorFlow import \d+\.\d\d s \(a fresh interpreter\), reading train.npz \d", report)
+    assert re.search(r"TensorFlow import \d+\.\d\d s \(its first import here\), reading train.npz \d", report)
