@@ -50,7 +50,6 @@ LONGEST_FIRST = [
     "test_dvc_usage",
     "test_multi_worker",
     "test_faults",
-    "test_kaggle_key",
     "test_fetch",
 ]
 
@@ -303,29 +302,35 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
 
 
-def reproduced_repo(folder: Path, change_params=tiny_synthetic) -> Path:
-    """A copy of the project in a new git repo, its params edited by `change_params(params)` (tiny synthetic params by
-    default), after one `dvc repro`: outputs and lock committed."""
+def reproduced_repo(folder: Path) -> Path:
+    """A copy of the project with tiny_synthetic params in a new git repo, folder/repo, after one `dvc repro`: outputs
+    and lock committed, its output in folder/repro.log. A user's Kaggle credentials (SECRET) are in every stage's
+    environment and in KAGGLE_CONFIG_DIR, where a careless stage would find them: test_pipeline greps for them."""
+    from tests.fake_kaggle import write_kaggle_json
+
+    repo = folder / "repo"
     for name in COPIED:
-        source, target = ROOT / name, folder / name
+        source, target = ROOT / name, repo / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(source, target)
-    params = yaml.safe_load((folder / "params.yaml").read_text())
-    if change_params:
-        change_params(params)
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git(folder, "init", "-q")
-    git(folder, "config", "user.email", "test@example.com")
-    git(folder, "config", "user.name", "test")
-    git(folder, "add", "-A")
-    git(folder, "commit", "-qm", "project copy")
-    dvc(folder, "repro")
-    git(folder, "add", "-A")
-    git(folder, "commit", "-qm", "baseline run")
-    return folder
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    tiny_synthetic(params)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "test@example.com")
+    git(repo, "config", "user.name", "test")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "project copy")
+    credentials = write_kaggle_json(folder / "kaggle-config").parent
+    env = {"KAGGLE_CONFIG_DIR": str(credentials), "KAGGLE_USERNAME": "tester", "KAGGLE_KEY": SECRET}
+    result = dvc(repo, "repro", env=env)
+    (folder / "repro.log").write_text(result.stdout + result.stderr)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "baseline run")
+    return repo
 
 
 @pytest.fixture(scope="session")
@@ -341,7 +346,7 @@ def baseline_repo(tmp_path_factory, worker_id) -> Path:
             shutil.rmtree(shared / "baseline", ignore_errors=True)  # what a worker that failed building left
             reproduced_repo(shared / "baseline")
             (shared / "baseline.done").touch()
-    return shared / "baseline"
+    return shared / "baseline" / "repo"
 
 
 def assert_pipeline_complete(repo: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import copy_repo, dvc, git, predict_cli
+from tests.conftest import assert_no_secret, copy_repo, dvc, git, predict_cli
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +38,18 @@ def test_repro_runs_all_five_stages_and_writes_every_output(repo):
     assert set(train["validation"]) == {"accuracy", "accuracy_original", "accuracy_rotated"}
     manifest = json.loads((repo / "data/manifest.json").read_text())
     assert manifest["source"] == "synthetic" and manifest["rows"] == {"train": 80, "test": 20}
+
+
+def test_kaggle_key_appears_nowhere_after_a_whole_dvc_repro(baseline_repo):
+    """The baseline's repro ran every stage with a Kaggle key in its environment and in KAGGLE_CONFIG_DIR (see
+    reproduced_repo); grep every output, the lock, DVC's cache and the log. A download from the fake Kaggle server
+    with the same key is grepped the same way in test_fetch."""
+    log = (baseline_repo.parent / "repro.log").read_text()
+    for stage in ("fetch", "preprocess", "train", "evaluate", "plot"):
+        assert f"Running stage '{stage}'" in log, log
+    names = assert_no_secret(baseline_repo, log)
+    assert {"dvc.lock", "params.yaml", "data/manifest.json", "models/model.keras", "metrics/train.json"} <= names
+    assert any(".dvc/cache" in name for name in names)  # DVC's cache is scanned too
 
 
 def test_exp_run_with_more_epochs_skips_fetch_and_preprocess_and_metrics_diff_sees_it(repo):
