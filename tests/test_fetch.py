@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mnist3d.errors import PipelineError
+from mnist3d.sources import fetch
 from mnist3d.vectors import VECTORS_FILE, write_vectors
 from tests.conftest import assert_no_secret, error_line, tiny_split, tiny_zip_bytes, write_tiny_vectors, written
 from tests.fake_kaggle import DOWNLOAD_PATH, FakeKaggle, kaggle_env, write_kaggle_json
@@ -254,9 +256,12 @@ BAD_COPIES = {  # a maker of data.path in a scratch folder, and fragments of the
 
 @pytest.mark.parametrize("case", BAD_COPIES)
 def test_bad_local_copy_is_refused(project, tmp_path, case):
+    """In-process, each case without a process start: the stage's one line for a refused copy is shown above."""
     make, expected = BAD_COPIES[case]
     (tmp_path / "downloads").mkdir()
-    line = error_line(project.fetch_local(make(tmp_path / "downloads")), alone=False)
-    assert all(fragment in line for fragment in expected), line
+    section = {**project.params["data"], "source": "local", "path": str(make(tmp_path / "downloads"))}
+    with pytest.raises(PipelineError) as refused:
+        fetch(section, project.path / "data" / "raw", project.path / "data" / "manifest.json")
+    assert all(fragment in str(refused.value) for fragment in expected), refused.value
     project.assert_nothing_fetched()
     assert_no_entry_escaped(tmp_path)
