@@ -40,24 +40,39 @@ def pytest_xdist_auto_num_workers(config) -> int:
     return (os.cpu_count() or 1) + 1
 
 
-# The longest files, in the order xdist starts them (`--no-loadscope-reorder`). Each worker starts with two files,
-# the first worker with files 1 and 4: on 3 workers, the first six are paired so that the pairs take about as long,
-# then the rest go to whichever worker frees up first.
+# These files' tests continue one copy of the pipeline from test to test, so each file runs whole on one worker.
+ONE_WORKER = {"test_pipeline", "test_recovery", "test_dvc_usage"}
+# Work is handed out in collection order (`--no-loadscope-reorder`): these files first, longest first, so that none
+# of them starts late and runs alone at the end, while the short tests fill the gaps.
 LONGEST_FIRST = [
-    "test_recovery",
     "test_pipeline",
+    "test_recovery",
     "test_benchmark",
     "test_dvc_usage",
     "test_multi_worker",
     "test_faults",
+    "test_model",
     "test_fetch",
 ]
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """The longest files first, so that none of them starts late and runs alone at the end."""
+    """The longest files first (see LONGEST_FIRST)."""
     rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: each file keeps its own order
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's scheduler by scope, a scope being a whole ONE_WORKER file or else a single test: a worker gets the
+    next one whenever it has two tests or fewer left, so single tests even out the workers' ends."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileOrTest(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return file if Path(file).stem in ONE_WORKER else nodeid
+
+    return FileOrTest(config, log)
 
 
 SECRET = "planted-secret-key-123"  # the Kaggle key tests plant (fake_kaggle.write_kaggle_json) and then grep for
