@@ -121,8 +121,8 @@ def epoch_breakdown(project: Path) -> dict:
     clouds, read_clouds = timed(lambda: training.clouds_for(train, points, index, y))
     rows, val_rows = training.split_pairs(len(y), train["validation_split"], train["seed"])
     make_fresh, fresh_labels = training.fresh_copies(train, x, y, rows, clouds, params["preprocess"])
-    rng, parts = np.random.default_rng(0), {"tensorflow": import_tensorflow, "read_npz": read_npz}
-    parts["read_clouds"] = read_clouds
+    rng = np.random.default_rng(0)
+    parts = {"tensorflow": import_tensorflow, "read_npz": read_npz, "read_clouds": read_clouds}
     parts["fresh"] = fastest(2, lambda: make_fresh(rng)) if make_fresh else 0.0
     fresh, fresh_labels = (make_fresh(rng), fresh_labels) if make_fresh else (x[:0], y[:0])
     # The input pipeline alone, given the fresh copies: in training a worker thread has them ready.
