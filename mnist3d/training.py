@@ -138,8 +138,9 @@ def compile_model(
 
 def compile_from_params(model: Any, params: dict[str, Any], total_steps: int) -> None:
     """compile_model with the `train` params' rate, smoothing, schedule (over `total_steps`) and weight averaging."""
-    schedule = (params["learning_rate"], params["label_smoothing"], params["schedule"], total_steps, params["ema"])
-    compile_model(model, *schedule)
+    compile_model(
+        model, params["learning_rate"], params["label_smoothing"], params["schedule"], total_steps, params["ema"]
+    )
 
 
 def epoch_batches(params: dict[str, Any], x, y, rows, make_fresh, fresh_labels, epochs: int | None) -> EpochBatches:
