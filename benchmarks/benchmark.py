@@ -110,9 +110,9 @@ def epoch_breakdown(project: Path) -> dict:
 
     with quiet_native_stderr():  # nothing has imported TensorFlow yet: this is what a train stage pays at its start
         import_tensorflow = timed(lambda: [importlib.import_module(name) for name in ("tensorflow", "keras")])[1]
-    from mnist3d import training
-    from mnist3d.model import build_model
-    from mnist3d.processed import read_processed
+    from mnist3d.io.processed import read_processed
+    from mnist3d.train import training
+    from mnist3d.train.model import build_model
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     train, processed = params["train"], project / "data/processed"

@@ -108,12 +108,12 @@ def table() -> str:
 def tta_table(views: tuple[int, ...] = (1, 2, 4, 8, 24)) -> str:
     """The workspace's trained model on its own validation split, its predictions averaged over cube rotations."""
     sys.path.insert(0, "")  # the project's mnist3d, from the project root
+    from mnist3d.evaluate.tta import predict_with_views
+    from mnist3d.io.processed import read_processed
     from mnist3d.metrics import evaluate_predictions
-    from mnist3d.model import load_model
     from mnist3d.params import load_section
-    from mnist3d.processed import read_processed
-    from mnist3d.training import split_pairs
-    from mnist3d.tta import predict_with_views
+    from mnist3d.train.model import load_model
+    from mnist3d.train.training import split_pairs
 
     train = load_section("train")
     x, y = read_processed("data/processed/train.npz")

@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from mnist3d.errors import run_stage
+from mnist3d.evaluate.predict import DEFAULT_MODEL, predict_file
+from mnist3d.io.schema import SPLITS
 from mnist3d.params import PARAMS_FILE
-from mnist3d.predict import DEFAULT_MODEL, predict_file
-from mnist3d.vectors import SPLITS
 
 
 def parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from mnist3d.errors import PipelineError
-from mnist3d.files import regular_file
+from mnist3d.io.files import regular_file
 
 PARAMS_FILE = Path("params.yaml")
 MAX_PARAMS_BYTES = 1 << 20  # params.yaml is ~3 kB

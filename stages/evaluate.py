@@ -6,7 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import mnist3d when run as stages/evaluate.py
 
 from mnist3d.errors import PipelineError, run_stage
-from mnist3d.files import write_json
+from mnist3d.io.files import write_json
 from mnist3d.params import load_section
 
 PROCESSED_TEST = Path("data/processed/test.npz")
@@ -19,10 +19,10 @@ PER_CLASS = Path("metrics/per_class.json")  # a plot, not a metric: ten more col
 def main() -> None:
     params = load_section("evaluate")
 
+    from mnist3d.evaluate.tta import predict_with_views
+    from mnist3d.io.processed import read_processed
     from mnist3d.metrics import confusion_rows, evaluate_predictions, per_class_rows
-    from mnist3d.model import load_model
-    from mnist3d.processed import read_processed
-    from mnist3d.tta import predict_with_views
+    from mnist3d.train.model import load_model
 
     x, y = read_processed(PROCESSED_TEST)
     model = load_model(MODEL)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import mnist3d when run as stages/fetch.py
 
+from mnist3d.data.sources import fetch
 from mnist3d.errors import run_stage
 from mnist3d.params import load_section
-from mnist3d.sources import fetch
 
 RAW = Path("data/raw")
 MANIFEST = Path("data/manifest.json")  # outside data/raw, which preprocess reads: data.path must not re-run it

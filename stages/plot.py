@@ -9,12 +9,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import mnist3d w
 import numpy as np
 
 from mnist3d.errors import PipelineError, run_stage
-from mnist3d.files import atomic_path
+from mnist3d.evaluate.plotting import plot_confusion, plot_curves, plot_misclassified, plot_voxel_samples
+from mnist3d.io.files import atomic_path
+from mnist3d.io.readers import read_vectors
+from mnist3d.io.schema import VECTORS_FILE
 from mnist3d.metrics import confusion_matrix
 from mnist3d.params import load_section
-from mnist3d.plotting import plot_confusion, plot_curves, plot_misclassified, plot_voxel_samples
-from mnist3d.readers import read_vectors
-from mnist3d.vectors import VECTORS_FILE
 
 LIVE = Path("metrics/live")
 CONFUSION = Path("metrics/confusion.json")

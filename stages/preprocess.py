@@ -10,12 +10,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import mnist3d when run as stages/preprocess.py
 
 from mnist3d.errors import run_stage
-from mnist3d.files import atomic_path
-from mnist3d.inputs import write_network_inputs
+from mnist3d.features.inputs import write_network_inputs
+from mnist3d.io.files import atomic_path
+from mnist3d.io.processed import pack_clouds, write_clouds
+from mnist3d.io.readers import read_source_clouds, read_vectors
+from mnist3d.io.schema import CLOUD_FILES, VECTORS_FILE
 from mnist3d.params import load_section
-from mnist3d.processed import pack_clouds, write_clouds
-from mnist3d.readers import read_source_clouds, read_vectors
-from mnist3d.vectors import CLOUD_FILES, VECTORS_FILE
 
 RAW = Path("data/raw")
 PROCESSED = Path("data/processed")

@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import mnist3d when run as stages/train.py
 
 from mnist3d.errors import quiet_native_stderr, run_stage
-from mnist3d.files import atomic_path
+from mnist3d.io.files import atomic_path
 from mnist3d.params import load_architecture, load_section, load_top_level
 
 PROCESSED_TRAIN = Path("data/processed/train.npz")
@@ -24,10 +24,10 @@ def main() -> None:
     epochs, architecture, params = load_top_level("epochs"), load_architecture(), load_section("train")
     preprocess = load_section("preprocess")  # fresh copies must be built exactly like the stored grids
 
-    from mnist3d.augment import keep_freed_memory
-    from mnist3d.processed import read_processed
-    from mnist3d.replicas import read_tf_config
-    from mnist3d.training import clouds_for, split_pairs
+    from mnist3d.io.processed import read_processed
+    from mnist3d.train.augment import keep_freed_memory
+    from mnist3d.train.replicas import read_tf_config
+    from mnist3d.train.training import clouds_for, split_pairs
 
     keep_freed_memory()  # before the big arrays: the fresh copies then reuse memory instead of faulting pages in
     # Across hosts, only the chief writes; every worker trains on the same data and ends with the same weights.
@@ -38,11 +38,11 @@ def main() -> None:
     clouds = clouds_for(params, TRAIN_POINTS, TRAIN_CLOUDS, y)
 
     with quiet_native_stderr():  # importing TensorFlow prints C++ start-up lines that would bury our own
-        from mnist3d.replicas import distribution_strategy, weights_digest
+        from mnist3d.train.replicas import distribution_strategy, weights_digest
 
         strategy = distribution_strategy(params["distribute"])  # before any other TF op, as multi_worker requires
-        from mnist3d.curves import EpochOutputs
-        from mnist3d.training import fit
+        from mnist3d.train.curves import EpochOutputs
+        from mnist3d.train.training import fit
 
     outputs = EpochOutputs(LIVE, METRICS, {"augment": params["augment"]}) if chief else None
     try:

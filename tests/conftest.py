@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.update(TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
 sys.path.insert(0, str(ROOT))
 
-from mnist3d.vectors import VECTORS_FILE, Split, write_vectors  # noqa: E402
+from mnist3d.io.schema import VECTORS_FILE, Split, write_vectors  # noqa: E402
 
 # The fuzzer's profiles: by default a few derandomized examples each, short and the same on every machine;
 # `--hypothesis-profile=thorough` searches wider and keeps what fails in .hypothesis/.
@@ -267,7 +267,7 @@ def tiny_zip_bytes(extra: dict[str, bytes] | None = None, with_vectors: bool = T
 
 def write_tiny_processed(folder: Path, rows: int = 6, channels: int = 3, labels=None, clouds: bool = True) -> None:
     """data/processed as preprocess writes it, random but valid: each split's grids and the training clouds."""
-    from mnist3d.processed import pack_clouds, write_clouds, write_processed
+    from mnist3d.io.processed import pack_clouds, write_clouds, write_processed
 
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)

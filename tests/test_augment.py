@@ -4,13 +4,13 @@ the cube's symmetries on grids and predictions averaged over rotated views."""
 import numpy as np
 import pytest
 
-from mnist3d.augment import RotatedCopies, random_symmetries
+from mnist3d.data.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise_batch
 from mnist3d.errors import PipelineError
-from mnist3d.processed import pack_clouds, write_clouds
-from mnist3d.symmetry import apply_symmetry, cube_rotations, cube_symmetries
-from mnist3d.training import EpochBatches, fresh_copies, read_training_clouds
-from mnist3d.tta import predict_with_views
-from mnist3d.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise_batch
+from mnist3d.evaluate.tta import predict_with_views
+from mnist3d.features.symmetry import apply_symmetry, cube_rotations, cube_symmetries
+from mnist3d.io.processed import pack_clouds, write_clouds
+from mnist3d.train.augment import RotatedCopies, random_symmetries
+from mnist3d.train.training import EpochBatches, fresh_copies, read_training_clouds
 from tests.conftest import TINY_ARCHITECTURE
 
 PREPROCESS = {"colormap": "Oranges", "align": "none"}
@@ -166,7 +166,7 @@ def test_cube_symmetries_turn_the_dataset_channels_and_predictions_are_averaged_
     np.testing.assert_array_equal(turned[..., :3], apply_symmetry(grids[..., :3], cube_rotations()[5]))
     assert not np.array_equal(turned[..., :3], grids[..., :3])
     # predictions are averaged over the first views
-    from mnist3d.model import build_model
+    from mnist3d.train.model import build_model
 
     model = build_model(TINY_ARCHITECTURE)
     grids = np.random.default_rng(2).random((4, 16, 16, 16, 3)).astype(np.float32)

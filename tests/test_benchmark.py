@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from benchmarks.benchmark import forward_flops
-from mnist3d.model import build_model
-from mnist3d.synthetic import write_dataset
+from mnist3d.data.synthetic import write_dataset
+from mnist3d.train.model import build_model
 from tests.conftest import ROOT, TINY_ARCHITECTURE, dvc_env, error_line, run_python
 
 BENCHMARK, ARCH = ROOT / "benchmarks/benchmark.py", TINY_ARCHITECTURE.items()

@@ -8,11 +8,11 @@ import matplotlib
 import numpy as np
 import pytest
 
-from mnist3d.align import align_slabs, rotations_onto_x, slab_normals
-from mnist3d.colour import colour_grids, colour_indices, colour_voxels
-from mnist3d.inputs import network_inputs
+from mnist3d.data.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise, voxelise_batch
+from mnist3d.features.align import align_slabs, rotations_onto_x, slab_normals
+from mnist3d.features.colour import colour_grids, colour_indices, colour_voxels
+from mnist3d.features.inputs import network_inputs
 from mnist3d.parallel import one_ahead
-from mnist3d.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise, voxelise_batch
 
 
 def seed_notebook_colour(x: np.ndarray, colormap: str) -> np.ndarray:

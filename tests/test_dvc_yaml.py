@@ -25,11 +25,23 @@ def package_modules(script: Path) -> set[str]:
             else:
                 continue
             for name in names:
-                module = name.replace(".", "/") + ".py"
-                if (ROOT / module).is_file() and module not in found:
-                    found.add(module)
-                    pending.append(ROOT / module)
+                for module in files_run_by_import(name):
+                    if module not in found:
+                        found.add(module)
+                        pending.append(ROOT / module)
     return found
+
+
+def files_run_by_import(name: str) -> list[str]:
+    """The files that importing `name` runs: each package's __init__.py on the way down, then the module itself."""
+    parts, files = name.split("."), []
+    for depth in range(1, len(parts) + 1):
+        path = "/".join(parts[:depth])
+        if (ROOT / path / "__init__.py").is_file():
+            files.append(f"{path}/__init__.py")
+        elif (ROOT / f"{path}.py").is_file():
+            files.append(f"{path}.py")
+    return files
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mnist3d.errors import PipelineError
-from mnist3d.model import load_model
+from mnist3d.train.model import load_model
 from tests.conftest import (
     DELETE,
     ROOT,
@@ -98,7 +98,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     """Real .keras files: a valid tiny model, one with a Lambda layer, and one that expects 6 channels."""
     import keras
 
-    from mnist3d.model import build_model
+    from mnist3d.train.model import build_model
 
     folder = tmp_path_factory.mktemp("models")
     build_model(TINY_ARCHITECTURE).save(folder / "valid.keras")

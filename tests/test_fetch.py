@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mnist3d.data.sources import fetch
 from mnist3d.errors import PipelineError
-from mnist3d.sources import fetch
-from mnist3d.vectors import VECTORS_FILE, write_vectors
+from mnist3d.io.schema import VECTORS_FILE, write_vectors
 from tests.conftest import assert_no_secret, error_line, tiny_split, tiny_zip_bytes, write_tiny_vectors, written
 from tests.fake_kaggle import DOWNLOAD_PATH, FakeKaggle, kaggle_env, write_kaggle_json
 

@@ -16,12 +16,12 @@ from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from mnist3d import VOXELS
+from mnist3d.data.sources import extract_zip
 from mnist3d.errors import PipelineError
-from mnist3d.formats import read_input
+from mnist3d.io.formats import read_input
+from mnist3d.io.readers import read_point_clouds, read_vectors
+from mnist3d.io.schema import VECTORS_FILE
 from mnist3d.params import load_params
-from mnist3d.readers import read_point_clouds, read_vectors
-from mnist3d.sources import extract_zip
-from mnist3d.vectors import VECTORS_FILE
 from tests.conftest import ROOT, build_h5_item, set_param, tiny_split
 
 pytestmark = pytest.mark.filterwarnings("error")  # a warning would print a second line beside the error line

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from mnist3d.errors import PipelineError, reading, run_stage
-from mnist3d.files import atomic_path
-from mnist3d.predict import read_samples
-from mnist3d.readers import read_point_clouds, read_vectors
-from mnist3d.vectors import VECTORS_FILE, write_vectors
+from mnist3d.evaluate.predict import read_samples
+from mnist3d.io.files import atomic_path
+from mnist3d.io.readers import read_point_clouds, read_vectors
+from mnist3d.io.schema import VECTORS_FILE, write_vectors
 from tests.conftest import build_h5_item, error_line, predict_cli, run_python, tiny_split, write_tiny_vectors, written
 
 ADDRESS_SPACE = 3 << 30  # enough for Python, numpy, h5py and matplotlib; far below what any bomb here asks for
@@ -113,7 +113,7 @@ def test_the_limit_can_be_raised_and_must_be_a_number_and_the_training_reader_ch
     monkeypatch.delenv("MNIST3D_MAX_FILE_MB")
     path = lazy_cloud_file(tmp_path / "train_point_clouds.h5", 500_000_000)
     code = (
-        "from mnist3d.errors import PipelineError\nfrom mnist3d.readers import read_point_clouds\n"
+        "from mnist3d.errors import PipelineError\nfrom mnist3d.io.readers import read_point_clouds\n"
         f"try:\n    read_point_clouds({str(path)!r})\nexcept PipelineError as error:\n    print(error)\n"
     )
     result = run_python("-c", code, preexec_fn=limit_memory, timeout=120)

@@ -13,8 +13,8 @@ from mnist3d.metrics import (
     macro_f1,
     per_class_rows,
 )
-from mnist3d.model import build_model
-from mnist3d.training import split_pairs, summarise_history
+from mnist3d.train.model import build_model
+from mnist3d.train.training import split_pairs, summarise_history
 from tests.conftest import ROOT, TINY_ARCHITECTURE
 
 
@@ -64,9 +64,9 @@ def test_split_pairs_keeps_each_original_with_its_rotated_copy_and_the_summary_p
 def test_training_learns_rendered_digits_far_above_chance():
     """A real fit() on 200 synthetic digits reads the upright half of validation far better than chance (0.1):
     calibrated over training seeds 1-5, 0.64 to 0.88 of 50 upright digits right (0.40 is 5 standard errors below)."""
-    from mnist3d.inputs import network_inputs
-    from mnist3d.synthetic import make_digits
-    from mnist3d.training import fit
+    from mnist3d.data.synthetic import make_digits
+    from mnist3d.features.inputs import network_inputs
+    from mnist3d.train.training import fit
 
     vectors, labels, _ = make_digits(0, 0, 0, 200)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mnist3d.errors import PipelineError
-from mnist3d.replicas import read_tf_config
+from mnist3d.train.replicas import read_tf_config
 from tests.conftest import ROOT, TINY_ARCHITECTURE, Project, clean_env, error_line, run_python, write_tiny_processed
 
 MIRRORED = """
@@ -27,8 +27,8 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from mnist3d.replicas import distribution_strategy
-from mnist3d.training import fit
+from mnist3d.train.replicas import distribution_strategy
+from mnist3d.train.training import fit
 
 rng = np.random.default_rng(0)
 x = rng.random((40, 16, 16, 16, 3)).astype(np.float32)
@@ -169,7 +169,7 @@ def test_two_workers_end_with_the_same_weights_and_only_the_chief_writes(tmp_pat
     # the chief wrote the model (with those weights), the curves and the metrics
     import keras
 
-    from mnist3d.replicas import weights_digest
+    from mnist3d.train.replicas import weights_digest
 
     model = keras.saving.load_model(chief.path / "models" / "model.keras", compile=False)
     assert weights_digest(model) == digests[0]

@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
-from mnist3d.plotting import (
+from mnist3d.evaluate.plotting import (
     plot_misclassified,
     plot_voxel_samples,
     sample_pairs,
@@ -16,7 +16,7 @@ from mnist3d.plotting import (
     voxel_faces,
     voxel_grid,
 )
-from mnist3d.vectors import VECTORS_FILE, write_vectors
+from mnist3d.io.schema import VECTORS_FILE, write_vectors
 from tests.conftest import error_line, tiny_split
 
 matplotlib.use("Agg")

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from mnist3d.__main__ import main
-from mnist3d.inputs import network_inputs
+from mnist3d.data.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise
+from mnist3d.evaluate.predict import CSV_COLUMNS, read_samples
+from mnist3d.features.inputs import network_inputs
+from mnist3d.io.schema import Split, write_vectors
 from mnist3d.params import load_section
-from mnist3d.predict import CSV_COLUMNS, read_samples
-from mnist3d.vectors import Split, write_vectors
-from mnist3d.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise
 from tests.conftest import ROOT, TINY_ARCHITECTURE, error_line, predict_cli, tiny_split, written
 
 PREPROCESS = load_section("preprocess", ROOT / "params.yaml")  # a scratch project's params are a copy of these
@@ -29,7 +29,7 @@ def tiny_model(tmp_path_factory):
     """A tiny untrained model for the current params' channels, its output layer scaled so rows differ clearly."""
     import keras
 
-    from mnist3d.model import build_model
+    from mnist3d.train.model import build_model
 
     keras.utils.set_random_seed(0)
     channels = network_inputs(tiny_split(1).x, PREPROCESS["colormap"], PREPROCESS["align"]).shape[-1]

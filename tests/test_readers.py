@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mnist3d.errors import PipelineError
-from mnist3d.readers import read_point_clouds
+from mnist3d.io.readers import read_point_clouds
 
 LAYOUTS = {
     "kaggle-gzip-column-chunks": {"chunks": (7, 1), "compression": "gzip"},

@@ -5,10 +5,10 @@ import h5py
 import numpy as np
 import pytest
 
-from mnist3d import synthetic
-from mnist3d.readers import read_vectors
-from mnist3d.synthetic import render_digit, write_dataset
-from mnist3d.voxels import digit_cloud, prism_cloud, random_rotations, rotate_with_noise, voxelise, voxelise_batch
+from mnist3d.data import synthetic
+from mnist3d.data.synthetic import render_digit, write_dataset
+from mnist3d.data.voxels import digit_cloud, prism_cloud, random_rotations, rotate_with_noise, voxelise, voxelise_batch
+from mnist3d.io.readers import read_vectors
 
 
 def test_prism_cloud_samples_faces_and_only_open_sides_and_the_digit_cloud_is_centred_and_upright():

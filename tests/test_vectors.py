@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mnist3d.errors import PipelineError
-from mnist3d.processed import read_processed, write_processed
-from mnist3d.vectors import finite_bounds
+from mnist3d.io.processed import read_processed, write_processed
+from mnist3d.io.schema import finite_bounds
 
 
 def grids(count: int, channels: int = 6) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The Kaggle HDF5 files as the pipeline reads them: the vectors file and the point-cloud files.
 
 Nothing here trusts a file: each is a regular file, sizes are checked before anything is read
-(mnist3d.files.check_size), dtypes after, and every value is finite once converted.
+(mnist3d.io.files.check_size), dtypes after, and every value is finite once converted.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from mnist3d.errors import PipelineError, reading
-from mnist3d.files import check_size, file_kind, regular_file
-from mnist3d.vectors import SPLITS, Split, check_cloud_labels, check_labels, check_numbers, check_split
+from mnist3d.io.files import check_size, file_kind, regular_file
+from mnist3d.io.schema import SPLITS, Split, check_cloud_labels, check_labels, check_numbers, check_split
 
 MAX_CLOUD_GROUPS = 100_000  # the Kaggle train file has 5,000
 # All clouds together may take this many times the file limit: Kaggle's 5,000 training clouds are ~110M points,

@@ -15,9 +15,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mnist3d.errors import PipelineError, reading
-from mnist3d.files import atomic_path, check_size, file_kind, regular_file, sha256, write_json
-from mnist3d.readers import read_paired_clouds, read_vectors
-from mnist3d.vectors import CLOUD_FILES, VECTORS_FILE
+from mnist3d.io.files import atomic_path, check_size, file_kind, regular_file, sha256, write_json
+from mnist3d.io.readers import read_paired_clouds, read_vectors
+from mnist3d.io.schema import CLOUD_FILES, VECTORS_FILE
 
 WANTED = (VECTORS_FILE, *CLOUD_FILES.values())
 NO_CREDENTIALS = (
@@ -215,7 +215,7 @@ def fetch(section: dict[str, Any], target: str | os.PathLike, manifest_path: str
             copy_local(Path(section["path"]).expanduser(), folder)
             manifest["path"] = section["path"]
         else:
-            from mnist3d.synthetic import write_dataset
+            from mnist3d.data.synthetic import write_dataset
 
             sizes = {k: section[k] for k in ("synthetic_train_digits", "synthetic_test_digits", "seed")}
             write_dataset(folder, sizes["synthetic_train_digits"], sizes["synthetic_test_digits"], sizes["seed"])

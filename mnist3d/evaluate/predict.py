@@ -1,7 +1,7 @@
 """Classify new samples with a trained model: vectors files, point clouds or voxel grids, as the pipeline saw them.
 
-mnist3d.readers turns every input into flat voxel vectors (N, 4096) in [0, 1]; here they go through
-mnist3d.inputs.network_inputs with the `preprocess` params, exactly as the preprocess stage built the training
+mnist3d.io.readers turns every input into flat voxel vectors (N, 4096) in [0, 1]; here they go through
+mnist3d.features.inputs.network_inputs with the `preprocess` params, exactly as the preprocess stage built the training
 grids, then through the model. A point cloud is voxelised as the dataset was built, as is: not normalised or rotated.
 """
 
@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from mnist3d import NUM_CLASSES
+from mnist3d.data.voxels import voxelise_batch
 from mnist3d.errors import PipelineError
-from mnist3d.files import atomic_path, file_kind
-from mnist3d.formats import Samples, read_input
-from mnist3d.inputs import network_inputs
-from mnist3d.voxels import voxelise_batch
+from mnist3d.features.inputs import network_inputs
+from mnist3d.io.files import atomic_path, file_kind
+from mnist3d.io.formats import Samples, read_input
 
 DEFAULT_MODEL = Path("models/model.keras")
 TOP = 3  # classes shown per sample
@@ -28,7 +28,7 @@ CSV_COLUMNS.append("actual")  # the label, where the input has one (a vectors or
 
 
 def read_samples(path: str | os.PathLike, split: str = "test", row: int | None = None) -> Samples:
-    """Read and check an input (mnist3d.readers.read_input); point clouds are voxelised exactly as the dataset was."""
+    """Read and check an input (mnist3d.io.readers.read_input); point clouds are voxelised exactly as the dataset was."""
     samples = read_input(path, split, row)
     if samples.vectors is None:
         samples.vectors = voxelise_batch(samples.clouds)
@@ -104,8 +104,8 @@ def predict_file(
     params_path: str | os.PathLike | None = None,
 ) -> list[str]:
     """Read, check and classify one input file; write the CSV if asked; return the lines to print."""
-    from mnist3d.model import load_model
     from mnist3d.params import PARAMS_FILE, load_section
+    from mnist3d.train.model import load_model
 
     params_path = params_path or PARAMS_FILE
     preprocess = load_section("preprocess", params_path)  # checks the whole file, as every stage does

@@ -1,6 +1,6 @@
 """What predict reads: any file of samples to classify, in every format it takes, checked before any data is read.
 
-A vectors or point-cloud .h5 in the Kaggle schema (through mnist3d.readers), voxel grids or a cloud in an .npy,
+A vectors or point-cloud .h5 in the Kaggle schema (through mnist3d.io.readers), voxel grids or a cloud in an .npy,
 a text cloud (.txt, .csv, .xyz) or a PLY cloud.
 """
 
@@ -15,11 +15,11 @@ import numpy as np
 
 from mnist3d import GRID, VOXELS
 from mnist3d.errors import PipelineError, reading
-from mnist3d.files import check_size, regular_file
-from mnist3d.ply import read_ply
-from mnist3d.processed import npy_header
-from mnist3d.readers import h5_dataset, open_h5, read_point_clouds, read_rows
-from mnist3d.vectors import SHAPES_HELP, SPLITS, check_cloud, check_labels, check_numbers, check_vectors
+from mnist3d.io.files import check_size, regular_file
+from mnist3d.io.ply import read_ply
+from mnist3d.io.processed import npy_header
+from mnist3d.io.readers import h5_dataset, open_h5, read_point_clouds, read_rows
+from mnist3d.io.schema import SHAPES_HELP, SPLITS, check_cloud, check_labels, check_numbers, check_vectors
 
 GRID_SHAPE = (GRID, GRID, GRID)
 MAX_TEXT_BYTES = 64 << 20  # a text cloud is parsed into ~10x its size in Python objects; 64 MB is ~2M points

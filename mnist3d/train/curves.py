@@ -14,8 +14,8 @@ import keras
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
-from mnist3d.files import write_json
-from mnist3d.training import summarise_history
+from mnist3d.io.files import write_json
+from mnist3d.train.training import summarise_history
 
 
 class EpochOutputs(keras.callbacks.Callback):

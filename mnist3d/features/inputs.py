@@ -7,17 +7,17 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from mnist3d.align import align_slabs
-from mnist3d.colour import colour_grids
+from mnist3d.features.align import align_slabs
+from mnist3d.features.colour import colour_grids
+from mnist3d.io.processed import write_processed
+from mnist3d.io.schema import Split
 from mnist3d.parallel import one_ahead
-from mnist3d.processed import write_processed
-from mnist3d.vectors import Split
 
 
 def network_inputs(vectors: np.ndarray, colormap: str, align: str) -> np.ndarray:
     """Flat vectors (N, 4096) to float32 grids (N, 16, 16, 16, 3), or 6 channels with an aligned copy.
 
-    `align` is none, plane or axes (see mnist3d.align.align_slabs).
+    `align` is none, plane or axes (see mnist3d.features.align.align_slabs).
     """
     if align == "none":
         return colour_grids([vectors], colormap)

@@ -10,11 +10,11 @@ import numpy as np
 
 from mnist3d import NUM_CLASSES
 from mnist3d.errors import PipelineError, quiet_native_stderr
+from mnist3d.features.symmetry import ALIGNED_FLIPS, RGB, flip_aligned
+from mnist3d.io.processed import Clouds, read_clouds
+from mnist3d.io.schema import check_cloud_labels
 from mnist3d.metrics import evaluate_predictions
-from mnist3d.processed import Clouds, read_clouds
-from mnist3d.replicas import distribution_strategy, share_batch_statistics
-from mnist3d.symmetry import ALIGNED_FLIPS, RGB, flip_aligned
-from mnist3d.vectors import check_cloud_labels
+from mnist3d.train.replicas import distribution_strategy, share_batch_statistics
 
 
 def make_deterministic(seed: int) -> None:
@@ -173,8 +173,8 @@ def fresh_copies(
     rows 2i and 2i+1), and `upright_copies` unrotated ones, each digit first turned and slanted in its plane (the
     `jitter_*` params); `cube` turns the dataset's rotated rows by random cube symmetries.
     """
-    from mnist3d.augment import RotatedCopies, random_symmetries
-    from mnist3d.inputs import network_inputs
+    from mnist3d.features.inputs import network_inputs
+    from mnist3d.train.augment import RotatedCopies, random_symmetries
 
     if params["augment"] == "none":
         return None, None
@@ -227,7 +227,7 @@ def fit(
 
     Returns the model, its history and its validation accuracy on each half. `strategy` defaults to the one
     `train.distribute` names; multi_worker's must be made before any TF op."""
-    from mnist3d.model import build_model
+    from mnist3d.train.model import build_model
 
     train_rows, val_rows = split_pairs(len(y), params["validation_split"], params["seed"])
     make_fresh, fresh_labels = fresh_copies(params, x, y, train_rows, clouds, preprocess)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist3d.symmetry import apply_symmetry, cube_rotations
+from mnist3d.features.symmetry import apply_symmetry, cube_rotations
 
 
 def predict_with_views(model, grids: np.ndarray, views: int, batch_size: int) -> np.ndarray:

@@ -18,8 +18,8 @@ import numpy as np
 
 from mnist3d import GRID
 from mnist3d.errors import PipelineError, reading
-from mnist3d.files import check_size, regular_file
-from mnist3d.vectors import check_labels, check_numbers
+from mnist3d.io.files import check_size, regular_file
+from mnist3d.io.schema import check_labels, check_numbers
 
 REPRODUCE = "run: dvc repro --force preprocess"
 

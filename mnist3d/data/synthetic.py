@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from mnist3d import NUM_CLASSES
+from mnist3d.data.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise
+from mnist3d.io.schema import CLOUD_FILES, VECTORS_FILE, Split, write_vectors
 from mnist3d.parallel import usable_cores
-from mnist3d.vectors import CLOUD_FILES, VECTORS_FILE, Split, write_vectors
-from mnist3d.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise
 
 # Fonts that ship inside matplotlib, so rendering needs nothing from the network or the system.
 FONTS = (

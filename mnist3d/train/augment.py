@@ -7,9 +7,9 @@ import ctypes
 import numpy as np
 
 from mnist3d import GRID
-from mnist3d.processed import Clouds
-from mnist3d.symmetry import apply_symmetry, cube_symmetries
-from mnist3d.voxels import random_rotations
+from mnist3d.data.voxels import random_rotations
+from mnist3d.features.symmetry import apply_symmetry, cube_symmetries
+from mnist3d.io.processed import Clouds
 
 NOISE_POOL = 1 << 22  # uniform draws made once per epoch; each copy reads its noise from a random window of them
 

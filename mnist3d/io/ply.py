@@ -1,4 +1,4 @@
-"""The PLY point-cloud format (ASCII and binary), for mnist3d.readers: vertices only, sizes checked first."""
+"""The PLY point-cloud format (ASCII and binary), for mnist3d.io.readers: vertices only, sizes checked first."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist3d.errors import PipelineError, reading
-from mnist3d.files import check_size
+from mnist3d.io.files import check_size
 
 MAX_ASCII_BYTES = 64 << 20  # ASCII vertices are parsed into ~10x their size in Python objects
 PLY_TYPES = {

@@ -1,0 +1,1 @@
+"""After training: test-time views, the plots, and predict on new samples."""

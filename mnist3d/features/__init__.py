@@ -1,0 +1,1 @@
+"""What the network sees, as preprocess builds it: colour, slab alignment and the cube's symmetries."""
