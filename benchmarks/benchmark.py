@@ -111,29 +111,32 @@ def epoch_breakdown(project: Path) -> dict:
     with quiet_native_stderr():  # nothing has imported TensorFlow yet: this is what a train stage pays at its start
         import_tensorflow = timed(lambda: [importlib.import_module(name) for name in ("tensorflow", "keras")])[1]
     from mnist3d.io.processed import read_processed
-    from mnist3d.train import training
+    from mnist3d.train.augment import clouds_for, fresh_copies
+    from mnist3d.train.batches import epoch_batches, make_dataset
     from mnist3d.train.model import build_model
+    from mnist3d.train.optimiser import compile_from_params
+    from mnist3d.train.split import split_pairs
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     train, processed = params["train"], project / "data/processed"
     (x, y), read_npz = timed(lambda: read_processed(processed / "train.npz"))
     points, index = processed / "train_points.npy", processed / "train_clouds.npz"
-    clouds, read_clouds = timed(lambda: training.clouds_for(train, points, index, y))
-    rows, val_rows = training.split_pairs(len(y), train["validation_split"], train["seed"])
-    make_fresh, fresh_labels = training.fresh_copies(train, x, y, rows, clouds, params["preprocess"])
+    clouds, read_clouds = timed(lambda: clouds_for(train, points, index, y))
+    rows, val_rows = split_pairs(len(y), train["validation_split"], train["seed"])
+    make_fresh, fresh_labels = fresh_copies(train, x, y, rows, clouds, params["preprocess"])
     rng = np.random.default_rng(0)
     parts = {"tensorflow": import_tensorflow, "read_npz": read_npz, "read_clouds": read_clouds}
     parts["fresh"] = fastest(2, lambda: make_fresh(rng)) if make_fresh else 0.0
     fresh, fresh_labels = (make_fresh(rng), fresh_labels) if make_fresh else (x[:0], y[:0])
     # The input pipeline alone, given the fresh copies: in training a worker thread has them ready.
-    batches = training.epoch_batches(train, x, y, rows, make_fresh and (lambda _: fresh), fresh_labels, None)
+    batches = epoch_batches(train, x, y, rows, make_fresh and (lambda _: fresh), fresh_labels, None)
     with quiet_native_stderr():  # TensorFlow's C++ lines as it first touches the devices
         model = build_model(params["architectures"][params["model"]], input_shape=x.shape[1:])
-        training.compile_from_params(model, train, batches.steps())
+        compile_from_params(model, train, batches.steps())
     parts["pipeline"] = fastest(2, lambda: sum(1 for _ in batches.dataset()))
     epoch_y = np.concatenate([y[rows], fresh_labels])
-    in_memory = training.make_dataset(np.concatenate([x[rows], fresh]), epoch_y, train["batch_size"]).cache()
-    validation = training.make_dataset(x[val_rows], y[val_rows], train["batch_size"])
+    in_memory = make_dataset(np.concatenate([x[rows], fresh]), epoch_y, train["batch_size"]).cache()
+    validation = make_dataset(x[val_rows], y[val_rows], train["batch_size"])
     model.fit(in_memory, verbose=0, shuffle=False)  # traces the graph and fills the cache
     model.evaluate(validation, verbose=0)
     parts["compute"] = fastest(2, lambda: model.fit(in_memory, verbose=0, shuffle=False))

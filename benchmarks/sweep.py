@@ -113,7 +113,7 @@ def tta_table(views: tuple[int, ...] = (1, 2, 4, 8, 24)) -> str:
     from mnist3d.metrics import evaluate_predictions
     from mnist3d.params import load_section
     from mnist3d.train.model import load_model
-    from mnist3d.train.training import split_pairs
+    from mnist3d.train.split import split_pairs
 
     train = load_section("train")
     x, y = read_processed("data/processed/train.npz")

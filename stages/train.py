@@ -25,9 +25,9 @@ def main() -> None:
     preprocess = load_section("preprocess")  # fresh copies must be built exactly like the stored grids
 
     from mnist3d.io.processed import read_processed
-    from mnist3d.train.augment import keep_freed_memory
+    from mnist3d.train.augment import clouds_for, keep_freed_memory
     from mnist3d.train.replicas import read_tf_config
-    from mnist3d.train.training import clouds_for, split_pairs
+    from mnist3d.train.split import split_pairs
 
     keep_freed_memory()  # before the big arrays: the fresh copies then reuse memory instead of faulting pages in
     # Across hosts, only the chief writes; every worker trains on the same data and ends with the same weights.
@@ -42,7 +42,7 @@ def main() -> None:
 
         strategy = distribution_strategy(params["distribute"])  # before any other TF op, as multi_worker requires
         from mnist3d.train.curves import EpochOutputs
-        from mnist3d.train.training import fit
+        from mnist3d.train.fit import fit
 
     outputs = EpochOutputs(LIVE, METRICS, {"augment": params["augment"]}) if chief else None
     try:

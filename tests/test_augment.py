@@ -9,8 +9,8 @@ from mnist3d.errors import PipelineError
 from mnist3d.evaluate.tta import predict_with_views
 from mnist3d.features.symmetry import apply_symmetry, cube_rotations, cube_symmetries
 from mnist3d.io.processed import pack_clouds, write_clouds
-from mnist3d.train.augment import RotatedCopies, random_symmetries
-from mnist3d.train.training import EpochBatches, fresh_copies, read_training_clouds
+from mnist3d.train.augment import RotatedCopies, fresh_copies, random_symmetries, read_training_clouds
+from mnist3d.train.batches import EpochBatches
 from tests.conftest import TINY_ARCHITECTURE
 
 PREPROCESS = {"colormap": "Oranges", "align": "none"}

@@ -14,7 +14,7 @@ from mnist3d.metrics import (
     per_class_rows,
 )
 from mnist3d.train.model import build_model
-from mnist3d.train.training import split_pairs, summarise_history
+from mnist3d.train.split import split_pairs
 from tests.conftest import ROOT, TINY_ARCHITECTURE
 
 
@@ -52,6 +52,8 @@ def test_split_pairs_keeps_each_original_with_its_rotated_copy_and_the_summary_p
     again = split_pairs(40, 0.25, seed=0)
     np.testing.assert_array_equal(again[1], validation)
     # the summary of a history picks the best validation epoch
+    from mnist3d.train.curves import summarise_history  # curves loads TensorFlow
+
     history = {"loss": [2.0, 1.0, 0.5], "accuracy": [0.3, 0.6, 0.9]}
     history |= {"val_loss": [2.1, 1.2, 1.5], "val_accuracy": [0.2, 0.7, 0.6]}
     assert summarise_history(history) == {  # only what a sweep compares, so `dvc exp show` stays narrow
@@ -66,7 +68,7 @@ def test_training_learns_rendered_digits_far_above_chance():
     calibrated over training seeds 1-5, 0.64 to 0.88 of 50 upright digits right (0.40 is 5 standard errors below)."""
     from mnist3d.data.synthetic import make_digits
     from mnist3d.features.inputs import network_inputs
-    from mnist3d.train.training import fit
+    from mnist3d.train.fit import fit
 
     vectors, labels, _ = make_digits(0, 0, 0, 200)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]

@@ -28,7 +28,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 from mnist3d.train.replicas import distribution_strategy
-from mnist3d.train.training import fit
+from mnist3d.train.fit import fit
 
 rng = np.random.default_rng(0)
 x = rng.random((40, 16, 16, 16, 3)).astype(np.float32)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import ctypes
+from typing import Any
 
 import numpy as np
 
 from mnist3d import GRID
 from mnist3d.data.voxels import random_rotations
+from mnist3d.errors import PipelineError
+from mnist3d.features.inputs import network_inputs
 from mnist3d.features.symmetry import apply_symmetry, cube_symmetries
-from mnist3d.io.processed import Clouds
+from mnist3d.io.processed import Clouds, read_clouds
+from mnist3d.io.schema import check_cloud_labels
 
 NOISE_POOL = 1 << 22  # uniform draws made once per epoch; each copy reads its noise from a random window of them
 
@@ -113,3 +117,53 @@ def random_symmetries(grids: np.ndarray, rng: np.random.Generator) -> np.ndarray
         rows = np.nonzero(choice == index)[0]
         out[rows] = apply_symmetry(grids[rows], symmetries[index])
     return out
+
+
+def fresh_copies(
+    params: dict[str, Any],
+    x: np.ndarray,
+    y: np.ndarray,
+    train_rows: np.ndarray,
+    clouds: Clouds | None,
+    preprocess: dict[str, Any],
+):
+    """The per-epoch maker of extra training grids for `train.augment`, and their labels; (None, None) for none.
+
+    `clouds` makes `copies_per_epoch` fresh rotated, noisy copies of each training cloud per epoch (cloud i made
+    rows 2i and 2i+1), and `upright_copies` unrotated ones, each digit first turned and slanted in its plane (the
+    `jitter_*` params); `cube` turns the dataset's rotated rows by random cube symmetries.
+    """
+    if params["augment"] == "none":
+        return None, None
+    cloud_ids = train_rows[train_rows % 2 == 0] // 2
+    if params["augment"] == "clouds":
+        makers = [
+            RotatedCopies(clouds, np.tile(cloud_ids, count), params["jitter_degrees"], params["jitter_slant"], upright)
+            for count, upright in ((params["copies_per_epoch"], False), (params["upright_copies"], True))
+            if count
+        ]
+        colormap, aligned = preprocess["colormap"], preprocess["align"]
+
+        def make(rng: np.random.Generator) -> np.ndarray:
+            return network_inputs(np.concatenate([maker(rng) for maker in makers]), colormap, aligned)
+
+        return make, clouds.labels[np.concatenate([maker.ids for maker in makers])]
+    rotated = x[2 * np.tile(cloud_ids, params["copies_per_epoch"]) + 1]
+    return (lambda rng: random_symmetries(rotated, rng)), y[2 * np.tile(cloud_ids, params["copies_per_epoch"]) + 1]
+
+
+def clouds_for(params: dict[str, Any], points_path: Any, index_path: Any, y: np.ndarray) -> Clouds | None:
+    """The clouds the `train` params need: read and checked when `augment` is clouds, else None."""
+    return read_training_clouds(points_path, index_path, y) if params["augment"] == "clouds" else None
+
+
+def read_training_clouds(points_path: Any, index_path: Any, y: np.ndarray) -> Clouds:
+    """The clouds `train.augment: clouds` re-rotates, checked against the training labels' pairs."""
+    clouds = read_clouds(points_path, index_path)
+    if not len(clouds):
+        raise PipelineError(
+            "train.augment is clouds, but the data has no point clouds to rotate (the source gave only vectors); "
+            "augment with cube symmetries instead: dvc exp run -S train.augment=cube"
+        )
+    check_cloud_labels(clouds.labels, y, str(index_path))
+    return clouds

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
 from mnist3d.io.files import write_json
-from mnist3d.train.training import summarise_history
 
 
 class EpochOutputs(keras.callbacks.Callback):
@@ -61,3 +61,13 @@ class EpochOutputs(keras.callbacks.Callback):
     def _remove(self) -> None:
         shutil.rmtree(self.live_dir, ignore_errors=True)
         self.metrics_path.unlink(missing_ok=True)
+
+
+def summarise_history(history: dict[str, list[float]]) -> dict[str, Any]:
+    """What a sweep compares: epochs run, the last validation accuracy and loss, the epoch of the best accuracy."""
+    best = int(np.argmax(history["val_accuracy"]))
+    return {
+        "epochs": len(history["val_accuracy"]),
+        "final": {"val_accuracy": float(history["val_accuracy"][-1]), "val_loss": float(history["val_loss"][-1])},
+        "best": {"epoch": best + 1, "val_accuracy": float(history["val_accuracy"][best])},
+    }
