@@ -39,14 +39,6 @@ SEED = _int_up_to(2**32 - 1, low=0)  # what numpy and Keras accept as a seed
 BATCH = _int_up_to(8192)
 
 
-def _int_between(low: int, high: int) -> Check:
-    def check(value: Any) -> str | None:
-        ok = not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
-        return None if ok else f"must be an integer from {low} to {high}"
-
-    return check
-
-
 def _number_up_to(high: float, zero: bool = False) -> Check:
     def check(value: Any) -> str | None:
         low_ok = isinstance(value, int | float) and (value >= 0 if zero else value > 0)
@@ -215,13 +207,18 @@ def check_section(values: Any, schema: dict[str, Check], where: str) -> dict[str
             raise PipelineError(
                 f"params.yaml: unknown key {where}.{key}; known keys are {', '.join(schema)} (fix the typo)"
             )
+    _check_values(values, schema, f"{where}.")
+    return values
+
+
+def _check_values(values: dict[str, Any], schema: dict[str, Check], prefix: str) -> None:
+    """Every key of `schema` present in `values` and valid; `prefix` is how the keys are named (`train.`, or none)."""
     for key, check in schema.items():
         if key not in values:
-            raise PipelineError(f"params.yaml: {where}.{key} is missing; add it (see docs/params.md)")
+            raise PipelineError(f"params.yaml: {prefix}{key} is missing; add it (see docs/params.md)")
         problem = check(values[key])
         if problem:
-            raise PipelineError(f"params.yaml: {where}.{key} {problem}, got {values[key]!r}")
-    return values
+            raise PipelineError(f"params.yaml: {prefix}{key} {problem}, got {values[key]!r}")
 
 
 def check_params(params: dict[str, Any]) -> None:
@@ -232,12 +229,7 @@ def check_params(params: dict[str, Any]) -> None:
             raise PipelineError(
                 f"params.yaml: unknown section {key!r}; known ones are {', '.join(known)} (fix the typo)"
             )
-    for name, check in TOP_LEVEL.items():
-        if name not in params:
-            raise PipelineError(f"params.yaml: top-level key {name!r} is missing; add it")
-        problem = check(params[name])
-        if problem:
-            raise PipelineError(f"params.yaml: {name} {problem}, got {params[name]!r}")
+    _check_values(params, TOP_LEVEL, "")
     for name, schema in SCHEMAS.items():
         if name == "architecture":
             continue

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import mnist3d when run as stages/evaluate.py
 
-from mnist3d.errors import PipelineError, run_stage
+from mnist3d.errors import run_stage
 from mnist3d.io.files import write_json
 from mnist3d.params import load_section
 
@@ -22,16 +22,17 @@ def main() -> None:
     from mnist3d.evaluate.tta import predict_with_views
     from mnist3d.io.processed import read_processed
     from mnist3d.metrics import confusion_rows, evaluate_predictions, per_class_rows
-    from mnist3d.train.model import load_model
+    from mnist3d.train.model import check_model_inputs, load_model
 
     x, y = read_processed(PROCESSED_TEST)
     model = load_model(MODEL)
-    expected = tuple(getattr(model, "input_shape", (None,))[1:])
-    if expected != x.shape[1:]:
-        raise PipelineError(
-            f"{MODEL} expects grids of shape {expected} but {PROCESSED_TEST} holds {x.shape[1:]}; "
-            "the model and the data come from different params, run: dvc repro"
-        )
+    check_model_inputs(
+        model,
+        MODEL,
+        x.shape[1:],
+        str(PROCESSED_TEST),
+        "the model and the data come from different params, run: dvc repro",
+    )
     probabilities = predict_with_views(model, x, params["tta_views"], params["batch_size"])
     metrics = evaluate_predictions(y, probabilities)
     predicted = probabilities.argmax(axis=1)

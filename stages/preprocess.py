@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import mnist3d w
 from mnist3d.errors import run_stage
 from mnist3d.features.inputs import write_network_inputs
 from mnist3d.io.files import atomic_path
-from mnist3d.io.processed import pack_clouds, write_clouds
+from mnist3d.io.processed import pack_clouds, write_packed_clouds
 from mnist3d.io.readers import read_source_clouds, read_vectors
 from mnist3d.io.schema import CLOUD_FILES, VECTORS_FILE
 from mnist3d.params import load_section
@@ -29,7 +29,7 @@ def main() -> None:
         for name, split in splits.items():
             write_network_inputs(folder / f"{name}.npz", split, params["colormap"], params["align"])
             print(f"preprocess: {name}: {len(split.y)} grids through {params['colormap']}, align {params['align']}")
-        write_clouds(folder / "train_points.npy", folder / "train_clouds.npz", pack_clouds(clouds, labels))
+        write_packed_clouds(folder / "train_points.npy", folder / "train_clouds.npz", pack_clouds(clouds, labels))
         print(f"preprocess: train: {len(labels)} point clouds" + ("" if len(labels) else " (the source has none)"))
 
 

@@ -267,7 +267,7 @@ def tiny_zip_bytes(extra: dict[str, bytes] | None = None, with_vectors: bool = T
 
 def write_tiny_processed(folder: Path, rows: int = 6, channels: int = 3, labels=None, clouds: bool = True) -> None:
     """data/processed as preprocess writes it, random but valid: each split's grids and the training clouds."""
-    from mnist3d.io.processed import pack_clouds, write_clouds, write_processed
+    from mnist3d.io.processed import pack_clouds, write_packed_clouds, write_processed
 
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
@@ -276,7 +276,7 @@ def write_tiny_processed(folder: Path, rows: int = 6, channels: int = 3, labels=
         write_processed(folder / f"{name}.npz", rng.random((rows, 16, 16, 16, channels), dtype=np.float32), labels)
     if clouds:
         packed = pack_clouds([rng.normal(size=(3, 50)) for _ in range(rows // 2)], labels[0::2])
-        write_clouds(folder / "train_points.npy", folder / "train_clouds.npz", packed)
+        write_packed_clouds(folder / "train_points.npy", folder / "train_clouds.npz", packed)
 
 
 def tiny_model(params: dict) -> None:

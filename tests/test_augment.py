@@ -8,7 +8,7 @@ from mnist3d.data.voxels import digit_cloud, random_rotations, rotate_with_noise
 from mnist3d.errors import PipelineError
 from mnist3d.evaluate.tta import predict_with_views
 from mnist3d.features.symmetry import apply_symmetry, cube_rotations, cube_symmetries
-from mnist3d.io.processed import pack_clouds, write_clouds
+from mnist3d.io.processed import pack_clouds, write_packed_clouds
 from mnist3d.train.augment import RotatedCopies, fresh_copies, random_symmetries, read_training_clouds
 from mnist3d.train.batches import EpochBatches
 from tests.conftest import TINY_ARCHITECTURE
@@ -93,7 +93,7 @@ def test_epoch_batches_cover_fixed_and_fresh_samples_once_repeat_by_seed_and_pre
 
 def test_clouds_pack_into_float16_at_unit_extent_and_read_back_checked(clouds, tmp_path):
     stored = packed(clouds, labels=[4, 5, 6])
-    write_clouds(tmp_path / "points.npy", tmp_path / "clouds.npz", stored)
+    write_packed_clouds(tmp_path / "points.npy", tmp_path / "clouds.npz", stored)
     y = np.repeat([4, 5, 6], 2)
     read = read_training_clouds(tmp_path / "points.npy", tmp_path / "clouds.npz", y)
     assert read.points.dtype == np.int16 and isinstance(read.points, np.memmap)
@@ -106,10 +106,10 @@ def test_clouds_pack_into_float16_at_unit_extent_and_read_back_checked(clouds, t
     with pytest.raises(PipelineError, match="cloud 1 is labelled 5 but vectors 2 and 3 are 9"):
         read_training_clouds(tmp_path / "points.npy", tmp_path / "clouds.npz", np.repeat([4, 9, 6], 2))
     stored.covariances[2] = -np.eye(3)  # no cloud has a negative spread: a copy's noise would be NaN
-    write_clouds(tmp_path / "points.npy", tmp_path / "clouds.npz", stored)
+    write_packed_clouds(tmp_path / "points.npy", tmp_path / "clouds.npz", stored)
     with pytest.raises(PipelineError, match="clouds.npz does not describe the clouds in .*points.npy"):
         read_training_clouds(tmp_path / "points.npy", tmp_path / "clouds.npz", y)
-    write_clouds(tmp_path / "points.npy", tmp_path / "clouds.npz", pack_clouds([], np.empty(0)))
+    write_packed_clouds(tmp_path / "points.npy", tmp_path / "clouds.npz", pack_clouds([], np.empty(0)))
     with pytest.raises(PipelineError, match="no point clouds .* -S train.augment=cube"):
         read_training_clouds(tmp_path / "points.npy", tmp_path / "clouds.npz", y)
 

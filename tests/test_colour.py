@@ -10,7 +10,7 @@ import pytest
 
 from mnist3d.data.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise, voxelise_batch
 from mnist3d.features.align import align_slabs, rotations_onto_x, slab_normals
-from mnist3d.features.colour import colour_grids, colour_indices, colour_voxels
+from mnist3d.features.colour import colour_grids, colour_indices
 from mnist3d.features.inputs import network_inputs
 from mnist3d.parallel import one_ahead
 
@@ -30,7 +30,7 @@ def test_matches_the_seed_loop(colormap):
     x = rng.random((3, 4096))
     x[:, 0], x[:, 1] = 0.0, 1.0  # each row spans [0, 1], as in the dataset, so autoscaling is the identity
     x[:, 2:6] = [0.5, 255 / 256, 1 / 256, 0.999999]  # values on and near LUT boundaries
-    rgb = colour_voxels(x, colormap)
+    rgb = colour_grids([x], colormap)
     assert rgb.dtype == np.float32 and rgb.shape == (3, 16, 16, 16, 3)
     np.testing.assert_array_equal(rgb, seed_notebook_colour(x, colormap))
 
@@ -40,17 +40,17 @@ def test_indices_follow_matplotlib_flat_index_x_is_fastest_and_out_receives_the_
     assert colour_indices(np.array([1.0]), 10)[0] == 9  # a colormap with fewer entries
     x = np.zeros((1, 4096))
     x[0, 1] = 1.0  # x=1, y=0, z=0 -> grid[z, y, x] = grid[0, 0, 1]
-    rgb = colour_voxels(x, "Oranges")
+    rgb = colour_grids([x], "Oranges")
     top = matplotlib.colormaps["Oranges"](255)[:3]
     np.testing.assert_allclose(rgb[0, 0, 0, 1], top, rtol=1e-6)
     np.testing.assert_allclose(rgb[0, 1, 0, 0], matplotlib.colormaps["Oranges"](0)[:3], rtol=1e-6)
     # `out` receives the grids, and a wrong `out` is refused
     x = np.random.default_rng(2).random((4, 4096))
     out = np.zeros((4, 16, 16, 16, 3), dtype=np.float32)
-    assert colour_voxels(x, "Oranges", out) is out
-    np.testing.assert_array_equal(out, colour_voxels(x, "Oranges"))
+    assert colour_grids([x], "Oranges", out) is out
+    np.testing.assert_array_equal(out, colour_grids([x], "Oranges"))
     with pytest.raises(ValueError, match="C-contiguous float32"):
-        colour_voxels(x, "Oranges", np.zeros((4, 16, 16, 16, 3), dtype=np.float64))
+        colour_grids([x], "Oranges", np.zeros((4, 16, 16, 16, 3), dtype=np.float64))
 
 
 @pytest.mark.parametrize("colormap", ["Oranges", "twilight"])
@@ -62,7 +62,7 @@ def test_two_grids_colour_into_interleaved_channels(colormap):
     both = colour_grids([first, second], colormap)
     assert both.shape == (70, 16, 16, 16, 6) and both.dtype == np.float32
     np.testing.assert_array_equal(both[..., :3], seed_notebook_colour(first, colormap))
-    np.testing.assert_array_equal(both[..., 3:], colour_voxels(second, colormap))
+    np.testing.assert_array_equal(both[..., 3:], colour_grids([second], colormap))
 
 
 def box_digit() -> np.ndarray:
@@ -99,8 +99,8 @@ def test_network_inputs_add_the_aligned_copy_as_three_more_channels():
     plain = network_inputs(vectors, "Oranges", align="none")
     both = network_inputs(vectors, "Oranges", align="plane")
     assert plain.shape == (1, 16, 16, 16, 3) and both.shape == (1, 16, 16, 16, 6) and both.dtype == np.float32
-    np.testing.assert_array_equal(both[..., :3], colour_voxels(vectors, "Oranges"))
-    np.testing.assert_array_equal(both[..., 3:], colour_voxels(align_slabs(vectors), "Oranges"))
+    np.testing.assert_array_equal(both[..., :3], colour_grids([vectors], "Oranges"))
+    np.testing.assert_array_equal(both[..., 3:], colour_grids([align_slabs(vectors)], "Oranges"))
 
 
 def test_a_grid_aligns_the_same_alone_as_in_a_batch():

@@ -141,7 +141,7 @@ def test_evaluate_refuses_a_damaged_model_or_one_for_other_inputs(project, model
     3-channel ones, ends in one line and no metrics. Each line names its own cause, so neither can pass for the other."""
     for kind, fragments in [
         ("truncated", ["models/model.keras is not a loadable Keras model", "dvc repro --force train"]),
-        ("six-channels", ["models/model.keras expects grids of shape (16, 16, 16, 6)", "holds (16, 16, 16, 3)"]),
+        ("six-channels", ["models/model.keras expects grids of shape (16, 16, 16, 6)", "gives (16, 16, 16, 3)"]),
     ]:
         line = error_line(evaluate_with(project, damaged(models, kind)))
         assert all(fragment in line for fragment in fragments), line

@@ -240,7 +240,7 @@ def test_params_that_change_the_channels_are_caught_against_the_model(workdir, t
     two_rows(workdir.path / "v.h5")
     assert run_cli("v.h5", "--model", tiny_model[0]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: the model expects inputs (16, 16, 16, ") and "set preprocess.align" in err
+    assert f"{tiny_model[0]} expects grids of shape (16, 16, 16, " in err and "set preprocess.align" in err
 
 
 def test_python_m_mnist3d_predict_refuses_a_bad_file_in_one_line(project):

@@ -18,7 +18,7 @@ LAYOUTS = {
 }
 
 
-def write_clouds(path, clouds, labels, **layout):
+def write_cloud_file(path, clouds, labels, **layout):
     with h5py.File(path, "w") as h5:
         for i in np.random.default_rng(0).permutation(len(clouds)):  # groups created out of order
             group = h5.create_group(str(i))
@@ -31,7 +31,7 @@ def write_clouds(path, clouds, labels, **layout):
 def test_clouds_come_back_axis_major_in_group_order_whatever_the_layout(tmp_path, layout):
     rng = np.random.default_rng(1)
     clouds = [rng.normal(size=(n, 3)) * 10 for n in (7, 16, 7, 20, 33, 8, 9, 10, 11, 12, 13)]
-    path = write_clouds(tmp_path / "c.h5", clouds, np.arange(11) % 10, **LAYOUTS[layout])
+    path = write_cloud_file(tmp_path / "c.h5", clouds, np.arange(11) % 10, **LAYOUTS[layout])
     stored = [np.asarray(c, dtype=LAYOUTS[layout].get("dtype", "<f8")) for c in clouds]
     got = read_point_clouds(path)[0]
     assert len(got) == 11
@@ -54,13 +54,13 @@ def test_a_chunk_never_written_reads_as_h5py_fills_it_and_a_damaged_chunk_or_a_m
     expected[0, :7] = np.arange(7)
     np.testing.assert_array_equal(cloud, expected)
     # a damaged chunk is named
-    path = write_clouds(tmp_path / "c.h5", [np.ones((7, 3))], [1], chunks=(7, 1), compression="gzip")
+    path = write_cloud_file(tmp_path / "c.h5", [np.ones((7, 3))], [1], chunks=(7, 1), compression="gzip")
     with h5py.File(path, "a") as h5:
         h5["0/points"].id.write_direct_chunk((0, 1), b"\x78\x9c not deflate")
     with pytest.raises(PipelineError, match="group 0 points"):
         read_point_clouds(path)
     # a group missing in the numbering is named
-    path = write_clouds(tmp_path / "c.h5", [np.ones((4, 3))] * 2, [1, 2])
+    path = write_cloud_file(tmp_path / "c.h5", [np.ones((4, 3))] * 2, [1, 2])
     with h5py.File(path, "a") as h5:
         h5.move("1", "7")
     with pytest.raises(PipelineError, match="group 1 is missing or not a group"):

@@ -121,7 +121,7 @@ def make_digits(seed: int, split: int, chunk: int, count: int) -> tuple[np.ndarr
     return np.stack(vectors), labels, np.stack(images)
 
 
-def write_clouds(group_parent, images: np.ndarray, labels: np.ndarray, first: int) -> None:
+def write_cloud_groups(group_parent, images: np.ndarray, labels: np.ndarray, first: int) -> None:
     """Add digits in the Kaggle point-cloud schema, numbered from `first`: a group each with points, img, a label.
 
     The points are made again from the image here (digit_cloud is exact and cheap): sending each chunk's clouds
@@ -161,7 +161,7 @@ def write_dataset(folder: str | os.PathLike, train_digits: int, test_digits: int
             with h5py.File(folder / CLOUD_FILES[name], "w") as h5:
                 for start in starts[name]:
                     x, digits, images = next(made)
-                    write_clouds(h5, images, digits, start)
+                    write_cloud_groups(h5, images, digits, start)
                     vectors.append(x)
                     labels.append(np.repeat(digits, 2))
                     print(f"synthetic {name}: {start + len(digits)}/{count} digits", file=sys.stderr, flush=True)

@@ -1,8 +1,9 @@
 """Classify new samples with a trained model: vectors files, point clouds or voxel grids, as the pipeline saw them.
 
-mnist3d.io.readers turns every input into flat voxel vectors (N, 4096) in [0, 1]; here they go through
-mnist3d.features.inputs.network_inputs with the `preprocess` params, exactly as the preprocess stage built the training
-grids, then through the model. A point cloud is voxelised as the dataset was built, as is: not normalised or rotated.
+mnist3d.io.formats reads every input as flat voxel vectors (N, 4096) in [0, 1] or as point clouds, which are
+voxelised here as the dataset was built, as they are: not normalised or rotated. Then the vectors go through
+mnist3d.features.inputs.network_inputs with the `preprocess` params, exactly as the preprocess stage built the
+training grids, and through the model.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -28,7 +28,7 @@ CSV_COLUMNS.append("actual")  # the label, where the input has one (a vectors or
 
 
 def read_samples(path: str | os.PathLike, split: str = "test", row: int | None = None) -> Samples:
-    """Read and check an input (mnist3d.io.readers.read_input); point clouds are voxelised exactly as the dataset was."""
+    """Read and check an input (mnist3d.io.formats.read_input); point clouds are voxelised exactly as the dataset was."""
     samples = read_input(path, split, row)
     if samples.vectors is None:
         samples.vectors = voxelise_batch(samples.clouds)
@@ -49,18 +49,6 @@ def check_csv_target(target: str | os.PathLike, protected: list[str | os.PathLik
 
 
 # ---- predicting and formatting --------------------------------------------------------------------------------
-
-
-def predict_probabilities(model: Any, vectors: np.ndarray, preprocess: dict[str, Any], batch_size: int = 256):
-    """Class probabilities (N, 10) of flat vectors, through the same network_inputs the preprocess stage uses."""
-    x = network_inputs(vectors, preprocess["colormap"], preprocess["align"])
-    expected = tuple(model.input_shape[1:])
-    if tuple(x.shape[1:]) != expected:
-        raise PipelineError(
-            f"the model expects inputs {expected} but params.yaml preprocess (align={preprocess['align']}) gives "
-            f"{tuple(x.shape[1:])}; set preprocess.align to what the model was trained with, or retrain it"
-        )
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
 
 
 def top_classes(probabilities: np.ndarray, k: int = TOP) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +93,7 @@ def predict_file(
 ) -> list[str]:
     """Read, check and classify one input file; write the CSV if asked; return the lines to print."""
     from mnist3d.params import PARAMS_FILE, load_section
-    from mnist3d.train.model import load_model
+    from mnist3d.train.model import check_model_inputs, load_model
 
     params_path = params_path or PARAMS_FILE
     preprocess = load_section("preprocess", params_path)  # checks the whole file, as every stage does
@@ -115,7 +103,16 @@ def predict_file(
     model = load_model(model_path)
     if model.output_shape[-1] != NUM_CLASSES:
         raise PipelineError(f"{model_path} outputs {model.output_shape[-1]} classes, not {NUM_CLASSES}; retrain it")
-    probabilities = predict_probabilities(model, samples.vectors, preprocess)
+    # The same network_inputs as the preprocess stage, so the model sees what it was trained on.
+    x = network_inputs(samples.vectors, preprocess["colormap"], preprocess["align"])
+    check_model_inputs(
+        model,
+        model_path,
+        x.shape[1:],
+        f"params.yaml preprocess (align={preprocess['align']})",
+        "set preprocess.align to what the model was trained with, or retrain it",
+    )
+    probabilities = np.asarray(model.predict(x, batch_size=256, verbose=0))
     lines = [
         f"predict: {samples.description} through {model_path} "
         f"(colormap {preprocess['colormap']}, align {preprocess['align']})",

@@ -42,8 +42,3 @@ def colour_grids(grids: Sequence[np.ndarray], colormap: str = "Oranges", out: np
     # Indices are in range by construction; mode="clip" skips the checked mode's buffered copy of `out`.
     np.take(table, index, axis=0, out=out.reshape(*index.shape, 3), mode="clip")
     return out
-
-
-def colour_voxels(x: np.ndarray, colormap: str = "Oranges", out: np.ndarray | None = None) -> np.ndarray:
-    """Flat voxel vectors (N, 4096) in [0, 1] to RGB grids (N, 16, 16, 16, 3) float32 (into `out` if given)."""
-    return colour_grids([x], colormap, out)

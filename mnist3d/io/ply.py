@@ -1,4 +1,4 @@
-"""The PLY point-cloud format (ASCII and binary), for mnist3d.io.readers: vertices only, sizes checked first."""
+"""The PLY point-cloud format (ASCII and binary), for mnist3d.io.formats: vertices only, sizes checked first."""
 
 from __future__ import annotations
 

@@ -142,14 +142,14 @@ def pack_clouds(clouds: Sequence[np.ndarray], labels: np.ndarray) -> Clouds:
     return Clouds(points, offsets, np.asarray(labels, dtype=np.int64), covariances)
 
 
-def write_clouds(points_path: str | os.PathLike, index_path: str | os.PathLike, clouds: Clouds) -> None:
+def write_packed_clouds(points_path: str | os.PathLike, index_path: str | os.PathLike, clouds: Clouds) -> None:
     """The points as an .npy that train memory-maps, and offsets, labels and covariances as an NPZ beside it."""
     np.save(points_path, clouds.points, allow_pickle=False)
     np.savez(index_path, offsets=clouds.offsets, labels=clouds.labels, covariances=clouds.covariances)
 
 
-def read_clouds(points_path: str | os.PathLike, index_path: str | os.PathLike) -> Clouds:
-    """The clouds write_clouds stored, checked; the points are memory-mapped, not read, so this takes milliseconds.
+def read_packed_clouds(points_path: str | os.PathLike, index_path: str | os.PathLike) -> Clouds:
+    """The clouds write_packed_clouds stored, checked; the points are memory-mapped, not read, so this takes milliseconds.
 
     Whole numbers cannot be NaN or Inf, and any value is a point within twice the unit extent: a damaged file
     gives odd copies, never a crash.

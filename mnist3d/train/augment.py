@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 
 from mnist3d import GRID
-from mnist3d.data.voxels import random_rotations
+from mnist3d.data.voxels import noise_spread, random_rotations, voxelise_axes
 from mnist3d.errors import PipelineError
 from mnist3d.features.inputs import network_inputs
 from mnist3d.features.symmetry import apply_symmetry, cube_symmetries
-from mnist3d.io.processed import Clouds, read_clouds
+from mnist3d.io.processed import Clouds, read_packed_clouds
 from mnist3d.io.schema import check_cloud_labels
 
 NOISE_POOL = 1 << 22  # uniform draws made once per epoch; each copy reads its noise from a random window of them
@@ -44,8 +44,8 @@ class RotatedCopies:
     Two shortcuts make it about twice as fast as drawing every point's noise and measuring every rotated cloud's
     spread: the spread of a rotated cloud follows from its covariance (stored by preprocess), and the noise of each
     copy is a window of one pool of uniform draws per epoch, at a random offset, so within a copy it is still
-    independent and uniform. Binning uses plain floor division: with continuous noise a point lands exactly on a bin
-    edge with probability zero, so the dataset's exact searchsorted tie rule is not needed here.
+    independent and uniform. Binning skips the dataset's exact tie rule (voxelise_axes), which continuous noise
+    never needs.
     """
 
     def __init__(
@@ -76,7 +76,7 @@ class RotatedCopies:
             rotations = rotations @ slants
         pool = None if self.upright else rng.random(max(NOISE_POOL, 3 * self.sizes.max()), dtype=np.float32)
         if pool is not None:  # the noise of each rotated copy scales with its spread along each axis
-            spreads = 0.25 * np.sqrt(np.einsum("bij,bjk,bik->bi", rotations, self.covariances, rotations))
+            spreads = noise_spread(np.einsum("bij,bjk,bik->bi", rotations, self.covariances, rotations))
             spreads = spreads.astype(np.float32)
             pool *= 2
             pool -= 1
@@ -87,15 +87,7 @@ class RotatedCopies:
             if pool is not None:
                 noise = pool[starts[row] : starts[row] + points.size].reshape(points.shape)
                 points += noise * spreads[row, :, None]
-            low, high = points.min(axis=1) - 0.001, points.max(axis=1) + 0.001
-            side = (high - low).max()
-            low -= (side - (high - low)) / 2  # grow the box to a cube around its centre
-            points -= low[:, None]
-            points *= GRID / side
-            bins = points.astype(np.int32)  # never negative: every point lies above the box's low corner
-            np.minimum(bins, GRID - 1, out=bins)
-            counts = np.bincount(bins[0] + GRID * bins[1] + GRID * GRID * bins[2], minlength=GRID**3)
-            vectors[row] = counts / counts.max()
+            vectors[row] = voxelise_axes(points, exact=False)
         return vectors
 
 
@@ -159,7 +151,7 @@ def clouds_for(params: dict[str, Any], points_path: Any, index_path: Any, y: np.
 
 def read_training_clouds(points_path: Any, index_path: Any, y: np.ndarray) -> Clouds:
     """The clouds `train.augment: clouds` re-rotates, checked against the training labels' pairs."""
-    clouds = read_clouds(points_path, index_path)
+    clouds = read_packed_clouds(points_path, index_path)
     if not len(clouds):
         raise PipelineError(
             "train.augment is clouds, but the data has no point clouds to rotate (the source gave only vectors); "

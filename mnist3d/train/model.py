@@ -54,6 +54,15 @@ def build_model(architecture: dict[str, Any], input_shape: tuple[int, ...] = INP
     return keras.Model(inputs, outputs, name="conv3d_mnist")
 
 
+def check_model_inputs(
+    model: Any, model_path: str | os.PathLike, shape: tuple[int, ...], source: str, fix: str
+) -> None:
+    """Refuse a model whose inputs are not grids of `shape`, the shape that `source` gives; `fix` says what to do."""
+    expected = tuple(getattr(model, "input_shape", (None,))[1:])
+    if expected != tuple(shape):
+        raise PipelineError(f"{model_path} expects grids of shape {expected} but {source} gives {tuple(shape)}; {fix}")
+
+
 def load_model(path: str | os.PathLike) -> Any:
     """Load a saved .keras model in safe mode; a missing, damaged or unsafe file is a PipelineError."""
     path = Path(path)
