@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mnist3d.errors import run_stage
+from mnist3d.errors import printable, run_stage
 from mnist3d.evaluate.predict import DEFAULT_MODEL, predict_file
 from mnist3d.io.schema import SPLITS
 from mnist3d.params import PARAMS_FILE
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def predict() -> None:
         for line in predict_file(args.input, args.model, args.split, args.row, args.csv, args.params):
-            print(line)
+            print(printable(line))  # the input's name is in the lines, and a name may hold anything
 
     run_stage(predict, "python -m mnist3d predict")
 

@@ -16,6 +16,14 @@ class PipelineError(Exception):
     """A fault a person can fix; the message names the thing and the fix."""
 
 
+def printable(text: str) -> str:
+    """`text` with each character that is not printable (a newline, a tab, a terminal escape, a bidi control) written
+    as its Python escape, as repr() does: a file name can hold any of them, and a line must stay one line of text."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 @contextmanager
 def reading(path: str | os.PathLike) -> Iterator[None]:
     """Mark what is being read, so an unexpected error inside the block names the file (the innermost wins)."""
@@ -47,7 +55,7 @@ def run_stage(main: Callable[[], None], name: str | None = None) -> None:
     try:
         main()
     except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {printable(str(error))}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written, run the stage again", file=sys.stderr)
@@ -55,7 +63,7 @@ def run_stage(main: Callable[[], None], name: str | None = None) -> None:
     except Exception as error:  # the last resort: whatever slipped past the checks still ends in one line
         if os.environ.get(DEBUG) == "1":
             raise
-        print(f"error: {unexpected_line(error, name)}", file=sys.stderr)
+        print(f"error: {printable(unexpected_line(error, name))}", file=sys.stderr)
         sys.exit(1)
 
 

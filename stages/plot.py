@@ -10,7 +10,7 @@ import numpy as np
 
 from mnist3d.errors import PipelineError, run_stage
 from mnist3d.evaluate.plotting import plot_confusion, plot_curves, plot_misclassified, plot_voxel_samples
-from mnist3d.io.files import atomic_path
+from mnist3d.io.files import atomic_path, check_writable
 from mnist3d.io.readers import read_vectors
 from mnist3d.io.schema import VECTORS_FILE
 from mnist3d.metrics import confusion_matrix
@@ -24,6 +24,7 @@ PLOTS = Path("plots")
 
 def main() -> None:
     colormap = load_section("preprocess")["colormap"]
+    check_writable(PLOTS, directory=True)  # before the reading, not after it
     try:
         rows = json.loads(CONFUSION.read_text())
         actual, predicted = (np.array([r[k] for r in rows]) for k in ("actual", "predicted"))

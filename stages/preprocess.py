@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import mnist3d w
 
 from mnist3d.errors import run_stage
 from mnist3d.features.inputs import write_network_inputs
-from mnist3d.io.files import atomic_path
+from mnist3d.io.files import atomic_path, check_writable
 from mnist3d.io.processed import pack_clouds, write_packed_clouds
 from mnist3d.io.readers import read_source_clouds, read_vectors
 from mnist3d.io.schema import CLOUD_FILES, VECTORS_FILE
@@ -23,6 +23,7 @@ PROCESSED = Path("data/processed")
 
 def main() -> None:
     params = load_section("preprocess")
+    check_writable(PROCESSED, directory=True)  # before the reading, not after it
     splits = read_vectors(RAW / VECTORS_FILE)
     clouds, labels = read_source_clouds(RAW / CLOUD_FILES["train"], splits["train"].y)
     with atomic_path(PROCESSED, directory=True) as folder:

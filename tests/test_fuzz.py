@@ -12,13 +12,14 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from hypothesis import event, example, given
+from hypothesis import assume, event, example, given
 from hypothesis import strategies as st
 
 from mnist3d import VOXELS
 from mnist3d.data.sources import extract_zip
-from mnist3d.errors import PipelineError
+from mnist3d.errors import PipelineError, printable
 from mnist3d.io.formats import read_input
+from mnist3d.io.processed import read_processed
 from mnist3d.io.readers import read_point_clouds, read_vectors
 from mnist3d.io.schema import VECTORS_FILE
 from mnist3d.params import load_params
@@ -222,3 +223,61 @@ def test_the_valid_files_read(folder):
         (folder / name).write_bytes(data)
         for read in readers(name):
             read(folder / name)
+
+
+PROCESSED_VALUES = st.sampled_from([0.0, 0.5, 1.0, -0.1, 1.5, 255.0, np.nan, np.inf, -np.inf, 1e30])
+PROCESSED_SHAPES = st.sampled_from(
+    [(2, 16, 16, 16, 3), (2, 16, 16, 16, 6), (2, 16, 16, 3), (2, 4096), (0, 16, 16, 16, 3)]
+)
+
+
+@given(
+    shape=PROCESSED_SHAPES,
+    dtype=st.sampled_from(["<f4", ">f8", "f2", "<i4", "u1", "?", "<c8"]),
+    values=st.lists(PROCESSED_VALUES, min_size=1, max_size=3),
+    labels=st.lists(st.integers(-3, 12), min_size=0, max_size=3),
+    label_dtype=st.sampled_from(["<i8", "u1", "<f8", "?"]),
+)
+@example(shape=(2, 16, 16, 16, 3), dtype="<f4", values=[np.nan], labels=[1, 1], label_dtype="<i8")  # NaN grids
+@example(shape=(2, 16, 16, 16, 3), dtype="<f4", values=[255.0], labels=[1, 1], label_dtype="<i8")  # a 0-255 scale
+def test_processed_files_of_random_values(folder, shape, dtype, values, labels, label_dtype):
+    """data/processed as train and evaluate read it: any values, dtypes, shapes and labels read as checked grids in
+    [0, 1] with labels 0..9, or are refused in one line."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        x = np.resize(np.array(values), shape).astype(dtype)
+        y = np.resize(np.array(labels or [0]), shape[0]).astype(label_dtype)
+    path = folder / "test.npz"
+    np.savez(path, x=x, y=y)
+
+    def processed_reads(path: Path) -> None:
+        grids, targets = read_processed(path)
+        assert np.isfinite(grids).all() and grids.min() >= 0 and grids.max() <= 1 and grids.shape[1:4] == (16,) * 3
+        assert targets.min() >= 0 and targets.max() <= 9 and len(targets) == len(grids)
+
+    reads_or_refuses(processed_reads, path)
+
+
+# Any character a file name may hold: control characters, terminal escapes, bidi controls, lone surrogates from bytes
+# that are not UTF-8, and the rest of Unicode.
+NAME_CHARS = st.characters(exclude_characters="/\x00") | st.sampled_from(
+    ["\n", "\r", "\x1b", "\u202e", "\x7f", "\udcff"]
+)
+
+
+@given(folder_name=st.text(NAME_CHARS, min_size=1, max_size=6), file_name=st.text(NAME_CHARS, min_size=1, max_size=6))
+def test_names_of_any_characters_print_as_one_line_of_text(folder, folder_name, file_name):
+    """A file in a folder, both of random names, read by predict's reader: read or refused, and the refusal, as the
+    stages print it, is one line of printable text."""
+    assume(folder_name not in (".", "..") and file_name not in (".", ".."))
+    try:
+        place = folder / "names" / folder_name
+        place.mkdir(parents=True, exist_ok=True)
+        path = place / f"{file_name}.npy"
+        path.write_bytes(b"not an array")
+    except (OSError, UnicodeEncodeError):  # a name this filesystem refuses: nothing for the reader to meet
+        event("name refused by the filesystem")
+        return
+    with pytest.raises(PipelineError) as refused:
+        read_input(path)
+    shown = printable(str(refused.value))  # what run_stage prints after "error: "
+    assert shown.isprintable() and printable(str(path)) in shown, repr(shown)  # one line, the name escaped

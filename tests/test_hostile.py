@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from mnist3d.errors import PipelineError, reading, run_stage
-from mnist3d.evaluate.predict import read_samples
 from mnist3d.io.files import atomic_path
+from mnist3d.io.formats import read_input
 from mnist3d.io.readers import read_point_clouds, read_vectors
 from mnist3d.io.schema import VECTORS_FILE, write_vectors
 from tests.conftest import build_h5_item, error_line, predict_cli, run_python, tiny_split, write_tiny_vectors, written
@@ -102,12 +102,12 @@ def test_the_limit_can_be_raised_and_must_be_a_number_and_the_training_reader_ch
     path = write_tiny_vectors(tmp_path / "v.h5", train=20, test=200)  # X_test is 6.25 MB
     monkeypatch.setenv("MNIST3D_MAX_FILE_MB", "5")
     with pytest.raises(PipelineError, match="over the 5 MB limit"):
-        read_samples(path)
+        read_input(path)
     monkeypatch.setenv("MNIST3D_MAX_FILE_MB", "7")
-    assert len(read_samples(path).index) == 200
+    assert len(read_input(path).index) == 200
     monkeypatch.setenv("MNIST3D_MAX_FILE_MB", "lots")
     with pytest.raises(PipelineError, match="MNIST3D_MAX_FILE_MB must be a positive whole number"):
-        read_samples(path)
+        read_input(path)
     # the reader preprocess uses (read_point_clouds) checks every group's declared size before reading any points,
     # under the default limit and a 3 GB address space
     monkeypatch.delenv("MNIST3D_MAX_FILE_MB")
@@ -172,13 +172,13 @@ def test_fifo_as_data_path_is_refused_without_opening_it(project, tmp_path, wher
 def test_a_fifo_to_classify_is_refused_unopened_and_atomic_writes_never_replace_one(tmp_path):
     refused = pytest.raises(PipelineError, match=r"cloud.npy is not a regular file \(a pipe, socket or device\)")
     with watched_fifo(tmp_path / "cloud.npy") as opened, refused:
-        read_samples(tmp_path / "cloud.npy")
+        read_input(tmp_path / "cloud.npy")
     assert opened == []
     # atomic writes never replace a non-regular file
     out = tmp_path / "out"
     out.mkdir()
     os.mkfifo(out / "out.json")
-    refused = pytest.raises(PipelineError, match="exists and is not a regular file; refusing to replace it")
+    refused = pytest.raises(PipelineError, match="a pipe, socket or device stands where this output file goes")
     with refused, atomic_path(out / "out.json") as temp:
         temp.write_text("{}")
     assert not (out / "out.json").is_file() and (out / "out.json").exists()
@@ -199,7 +199,7 @@ def vectors(labels, rows: int | None = None) -> dict:
 
 PLY = "ply\nformat {}\nelement vertex {}\nproperty float x\nproperty float y\nproperty float z\n{}end_header\n"
 BINARY = "binary_little_endian 1.0"
-REFUSED = {  # a file name, what to put there (see `written`), and a fragment of the error read_samples (predict) raises
+REFUSED = {  # a file name, what to put there (see `written`), and a fragment of the error read_input (predict) raises
     # types and values, checked after every conversion: complex values, overflowing coordinates, labels not in 0..9
     "complex-vectors.npy": (tiny_split(1).x + 0j, "dtype complex128"),
     "complex-cloud.npy": (np.eye(3) + 0j, "dtype complex128"),
@@ -230,7 +230,7 @@ REFUSED = {  # a file name, what to put there (see `written`), and a fragment of
 def test_types_values_and_structure_are_checked(tmp_path, name):
     content, fragment = REFUSED[name]
     with pytest.raises(PipelineError) as caught:
-        read_samples(written(tmp_path / name, content))
+        read_input(written(tmp_path / name, content))
     assert fragment in str(caught.value), caught.value
 
 
@@ -248,7 +248,7 @@ def test_the_stage_readers_check_types_too(tmp_path):
 
 
 def test_a_column_of_labels_is_read_as_one_label_per_row(tmp_path):
-    samples = read_samples(written(tmp_path / "column.h5", vectors(np.array([[7], [1]]))))
+    samples = read_input(written(tmp_path / "column.h5", vectors(np.array([[7], [1]]))))
     assert samples.labels.tolist() == [7, 1]
 
 
@@ -328,5 +328,5 @@ def test_an_unexpected_error_in_a_real_process_shows_no_traceback(tmp_path):
     """A stage's own process: one line, exit 1; MNIST3D_DEBUG=1 brings the traceback back."""
     code = "import sys\nfrom mnist3d.errors import run_stage\nrun_stage(lambda: sys.setrecursionlimit(-1))\n"
     quiet, debug = (run_python("-c", code, cwd=tmp_path, env=env, timeout=60) for env in ({}, {"MNIST3D_DEBUG": "1"}))
-    assert error_line(quiet).startswith("error: unexpected ValueError in the -c stage")
+    assert error_line(quiet, fallback=True).startswith("error: unexpected ValueError in the -c stage")
     assert debug.returncode == 1 and "Traceback" in debug.stderr

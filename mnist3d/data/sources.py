@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import tempfile
 import zipfile
@@ -15,7 +14,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mnist3d.errors import PipelineError, reading
-from mnist3d.io.files import atomic_path, check_size, file_kind, regular_file, sha256, write_json
+from mnist3d.io.files import (
+    atomic_paths,
+    check_size,
+    copy_bounded,
+    file_kind,
+    json_text,
+    max_clouds,
+    regular_file,
+    sha256,
+)
 from mnist3d.io.readers import read_paired_clouds, read_vectors
 from mnist3d.io.schema import CLOUD_FILES, VECTORS_FILE
 
@@ -143,24 +151,14 @@ def extract_zip(archive: Path, folder: Path) -> None:
             for name in found.values():
                 check_size(zipped.getinfo(name).file_size, f"{archive} member {name}")
             for short, name in found.items():
-                with reading(f"{archive} member {name}"):
-                    inflate(zipped, name, folder / short, f"{archive} member {name}")
+                with reading(f"{archive} member {name}"), zipped.open(name) as member:
+                    copy_bounded(member, folder / short, f"{archive} member {name}")
     except (zipfile.BadZipFile, zlib.error, EOFError):  # a damaged entry, or a compressed stream damaged or cut short
         raise PipelineError(f"{archive} is not a valid zip file (damaged or cut short); fetch it again") from None
 
 
-def inflate(zipped: zipfile.ZipFile, name: str, target: Path, what: str) -> None:
-    """Extract one member, stopping as soon as it inflates past the limit, whatever size its header declares."""
-    written = 0
-    with zipped.open(name) as source, open(target, "wb") as out:
-        while block := source.read(1 << 20):
-            written += len(block)
-            check_size(written, f"{what} (inflating)")
-            out.write(block)
-
-
 def copy_local(path: Path, folder: Path) -> None:
-    """Copy the dataset files from a zip, a folder or a bare vectors .h5 into `folder`.
+    """Copy the dataset files from a zip, a folder (of the files, or of one zip) or a bare vectors .h5 into `folder`.
 
     Only regular files and folders are opened: a FIFO would block the fetch forever.
     """
@@ -173,8 +171,14 @@ def copy_local(path: Path, folder: Path) -> None:
             "point it at the 3D MNIST zip, folder or .h5"
         )
     if kind == "directory":
+        zips = sorted(path.glob("*.zip"))
+        if file_kind(path / VECTORS_FILE) is None and len(zips) == 1:
+            return copy_local(zips[0], folder)
         if file_kind(path / VECTORS_FILE) is None:
-            raise PipelineError(f"data.path folder {path} holds no {VECTORS_FILE}; point it at the 3D MNIST files")
+            raise PipelineError(
+                f"data.path folder {path} holds no {VECTORS_FILE} (nor one zip of it); put the 3D MNIST files or "
+                "Kaggle's 3d-mnist.zip there, or point data.path at them"
+            )
         for name in WANTED:
             if file_kind(path / name) is not None:
                 copy_file(path / name, folder / name)
@@ -190,17 +194,18 @@ def copy_file(source: Path, target: Path) -> None:
     """Copy one dataset file, refusing a non-regular one and one over the size limit before reading it."""
     source = regular_file(source, "point data.path at the 3D MNIST files")
     check_size(source.stat().st_size, str(source))
-    shutil.copyfile(source, target)
+    with open(source, "rb") as reader:
+        copy_bounded(reader, target, str(source))
 
 
 def fetch(section: dict[str, Any], target: str | os.PathLike, manifest_path: str | os.PathLike) -> dict[str, Any]:
-    """Fill `target` with the raw files, then write the manifest; `target` appears only once everything checks out.
+    """Fill `target` with the raw files and write the manifest; both appear together, once everything checks out.
 
     The manifest sits outside `target`: it records data.path, which must not re-run the stages that read the files.
     """
     source = section["source"]
     manifest: dict[str, Any] = {"source": source}
-    with atomic_path(target, directory=True) as folder:
+    with atomic_paths(files=[manifest_path], folders=[target]) as (manifest_temp, folder):
         if source == "kaggle":
             # Inside the temp folder, so a killed download is cleaned up with it.
             with tempfile.TemporaryDirectory(dir=folder, prefix=".download.") as download:
@@ -218,6 +223,11 @@ def fetch(section: dict[str, Any], target: str | os.PathLike, manifest_path: str
             from mnist3d.data.synthetic import write_dataset
 
             sizes = {k: section[k] for k in ("synthetic_train_digits", "synthetic_test_digits", "seed")}
+            if max(sizes["synthetic_train_digits"], sizes["synthetic_test_digits"]) > max_clouds():
+                raise PipelineError(  # before minutes of rendering, not after them
+                    f"data.synthetic_*_digits asks for more than the {max_clouds():,} point clouds one file may "
+                    "hold; ask for fewer, or raise the limit with MNIST3D_MAX_CLOUDS"
+                )
             write_dataset(folder, sizes["synthetic_train_digits"], sizes["synthetic_test_digits"], sizes["seed"])
             manifest.update(sizes)
         splits = read_vectors(folder / VECTORS_FILE)  # checks that rows 2i and 2i+1 agree on their label
@@ -230,5 +240,5 @@ def fetch(section: dict[str, Any], target: str | os.PathLike, manifest_path: str
             for p in sorted(folder.iterdir())
             if p.name in WANTED
         }
-    write_json(manifest_path, manifest)
+        manifest_temp.write_text(json_text(manifest))
     return manifest

@@ -98,7 +98,7 @@ def _read_h5(path: Path, split: str, row: int | None) -> Samples:
             if x.ndim != 2 or x.shape[1] != VOXELS:
                 raise PipelineError(f"{path}: X_{split} has shape {x.shape}, expected (N, {VOXELS})")
             rows = _pick(len(x), row, path)
-            vectors = read_rows(x, slice(rows[0], rows[-1] + 1) if len(rows) else slice(0, 0))
+            vectors = read_rows(x, slice(rows[0], rows[-1] + 1) if len(rows) else slice(0, 0), f"{path} X_{split}")
             labels = None
             if f"y_{split}" in h5:
                 y = h5_dataset(h5, f"y_{split}", str(path))
@@ -107,7 +107,8 @@ def _read_h5(path: Path, split: str, row: int | None) -> Samples:
                         f"{path}: y_{split} has shape {y.shape} but X_{split} has {len(x)} rows; expected "
                         f"({len(x)},) labels, one per row: save them so, or drop y_{split} to classify without them"
                     )
-                labels = read_rows(y, slice(rows[0], rows[-1] + 1) if len(rows) else slice(0, 0)).reshape(-1)
+                labels = read_rows(y, slice(rows[0], rows[-1] + 1) if len(rows) else slice(0, 0), f"{path} y_{split}")
+                labels = labels.reshape(-1)
                 check_labels(labels, f"{path} y_{split}")
             vectors = check_vectors(vectors, f"{path} X_{split}")
             return Samples(vectors, rows, labels, f"{path} X_{split}, {len(rows)} row(s)")

@@ -19,7 +19,7 @@ import numpy as np
 from mnist3d import GRID
 from mnist3d.errors import PipelineError, reading
 from mnist3d.io.files import check_size, regular_file
-from mnist3d.io.schema import check_labels, check_numbers
+from mnist3d.io.schema import check_labels, check_numbers, finite_bounds
 
 REPRODUCE = "run: dvc repro --force preprocess"
 
@@ -58,6 +58,13 @@ def read_processed(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if x.ndim != 5 or x.shape[1:4] != (GRID, GRID, GRID) or y.ndim != 1 or len(x) != len(y) or len(y) == 0:
         raise PipelineError(f"{path} has x {x.shape} and y {y.shape}; {REPRODUCE}")
     check_labels(y, str(path))
+    bounds = finite_bounds(x)
+    if bounds is None:
+        raise PipelineError(f"{path}: the grids hold NaN or Inf; {REPRODUCE}")
+    if bounds[0] < 0 or bounds[1] > 1:  # colours from a colormap, as preprocess writes them
+        raise PipelineError(
+            f"{path}: the grids must lie in [0, 1], found {bounds[0]:.3g}..{bounds[1]:.3g}; {REPRODUCE}"
+        )
     return x, y
 
 

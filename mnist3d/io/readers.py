@@ -6,6 +6,7 @@ Nothing here trusts a file: each is a regular file, sizes are checked before any
 
 from __future__ import annotations
 
+import itertools
 import os
 import zlib
 from collections.abc import Iterator, Sequence
@@ -15,16 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from mnist3d.errors import PipelineError, reading
-from mnist3d.io.files import check_size, file_kind, regular_file
+from mnist3d.io.files import check_size, file_kind, max_clouds, regular_file
 from mnist3d.io.schema import SPLITS, Split, check_cloud_labels, check_labels, check_numbers, check_split
 
-MAX_CLOUD_GROUPS = 100_000  # the Kaggle train file has 5,000
 # All clouds together may take this many times the file limit: Kaggle's 5,000 training clouds are ~110M points,
 # 1.3 GB as the float32 that training holds (each group is also checked against the limit on its own).
 CLOUDS_TIMES = 4
 CHUNK_ROWS = 1024  # rows of a vectors dataset read at a time
-DEFLATE = 1  # HDF5's id of the gzip filter
-MAX_H5_LINKS = 4 * MAX_CLOUD_GROUPS  # links in one HDF5 file; the Kaggle train file: 5,000 groups of 2-3 datasets
+DEFLATE, SHUFFLE = 1, 2  # HDF5's ids of the gzip and byte-shuffle filters
+LINKS_PER_CLOUD = 4  # a point-cloud group and its 2-3 datasets: the links a file may hold, per cloud it may hold
 # What h5py raises when the HDF5 library fails on a file's bytes (it maps the library's errors onto these).
 H5PY_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 
@@ -38,18 +38,79 @@ def h5_dataset(h5, key: str, name: str):
         kind = "missing" if item is None else f"a {type(item).__name__.lower()}, not a dataset"
         raise PipelineError(f"{name}: {key} is {kind}; is this a 3D MNIST file? fetch or export it again")
     check_numbers(item.dtype, f"{name} {key}", "the 3D MNIST files hold floats and integers")
-    check_size(int(np.prod(item.shape, dtype=object)) * item.dtype.itemsize, f"{name} {key}")
+    declared = int(np.prod(item.shape, dtype=object)) * item.dtype.itemsize
+    check_size(declared, f"{name} {key}")
+    if item.chunks is not None:  # a chunk is read whole: one larger than the data would inflate past it
+        chunk_bytes = int(np.prod(item.chunks, dtype=object)) * item.dtype.itemsize
+        if chunk_bytes > max(declared, 1 << 20):
+            raise PipelineError(
+                f"{name} {key}: declares chunks of {chunk_bytes:,} bytes for {declared:,} bytes of data; export it again"
+            )
     return item
 
 
-def read_rows(dataset, rows: slice = slice(None)) -> np.ndarray:
-    """Rows of an h5 dataset read CHUNK_ROWS at a time into one array of the declared (checked) size."""
+def read_rows(dataset, rows: slice = slice(None), name: str = "") -> np.ndarray:
+    """Rows of an h5 dataset (checked by h5_dataset) as one array in its stored dtype.
+
+    Uncompressed data is read CHUNK_ROWS rows at a time through h5py. Compressed chunks are inflated here, none past
+    its declared size: HDF5's own gzip filter grows its buffer for as long as a stream goes on.
+    """
     start, stop, _ = rows.indices(len(dataset))
     out = np.empty((max(stop - start, 0), *dataset.shape[1:]), dtype=dataset.dtype)
+    filters = gzip_chunks(dataset, name)
+    if filters:
+        _inflate_rows(dataset, start, stop, out, name, filters)
+        return out
     for begin in range(start, stop, CHUNK_ROWS):
         end = min(begin + CHUNK_ROWS, stop)
         dataset.read_direct(out, np.s_[begin:end], np.s_[begin - start : end - start])
     return out
+
+
+def gzip_chunks(dataset, name: str) -> tuple[int, ...]:
+    """The filters of a dataset stored as gzip chunks (gzip, or byte shuffle then gzip); () if uncompressed.
+
+    Any other filter is refused: its inflation could not be bounded.
+    """
+    if dataset.chunks is None:
+        return ()
+    plist = dataset.id.get_create_plist()
+    filters = tuple(plist.get_filter(index)[0] for index in range(plist.get_nfilters()))
+    if filters not in ((), (DEFLATE,), (SHUFFLE, DEFLATE)):
+        raise PipelineError(
+            f"{name}: stored with HDF5 filters {list(filters)}; only gzip (with or without byte shuffle) is read, "
+            "since only its inflation can be bounded: export it again with gzip or uncompressed"
+        )
+    return filters
+
+
+def _inflate_rows(dataset, start: int, stop: int, out: np.ndarray, name: str, filters: tuple[int, ...]) -> None:
+    """Rows start..stop of a gzip-chunked dataset into `out`, each chunk inflated to its declared size at the most."""
+    chunks, shape, stored = dataset.chunks, dataset.shape, dataset.dtype
+    chunk_bytes = int(np.prod(chunks)) * stored.itemsize
+    corners = [range(start - start % chunks[0], stop, chunks[0])]
+    corners += [range(0, n, c) for n, c in zip(shape[1:], chunks[1:], strict=True)]
+    for corner in itertools.product(*corners):
+        try:
+            skipped, raw = dataset.id.read_direct_chunk(corner)
+        except RuntimeError:  # a chunk never written reads as the fill value, as HDF5 gives it
+            block = np.full(chunks, dataset.fillvalue, dtype=stored)
+        else:
+            applied = [f for bit, f in enumerate(filters) if not skipped >> bit & 1]  # a set bit: filter skipped
+            try:  # one byte more than the chunk holds tells a stream that goes on past it
+                data = zlib.decompressobj().decompress(raw, chunk_bytes + 1) if DEFLATE in applied else raw
+            except zlib.error:
+                data = b""
+            if len(data) != chunk_bytes:
+                raise PipelineError(f"{name}: a compressed chunk is damaged; fetch the file again")
+            if SHUFFLE in applied:  # shuffle stored byte 0 of every value, then byte 1, and so on: undo it
+                data = np.frombuffer(data, np.uint8).reshape(stored.itemsize, -1).T.tobytes()
+            block = np.frombuffer(data, stored).reshape(chunks)
+        first, last = max(corner[0], start), min(corner[0] + chunks[0], stop)
+        across = [(c, min(c + k, n)) for c, k, n in zip(corner[1:], chunks[1:], shape[1:], strict=True)]
+        target = (slice(first - start, last - start), *(slice(low, high) for low, high in across))
+        source = (slice(first - corner[0], last - corner[0]), *(slice(0, high - low) for low, high in across))
+        out[target] = block[source]
 
 
 @contextmanager
@@ -66,6 +127,12 @@ def open_h5(path: Path) -> Iterator:
         raise PipelineError(f"{path} is not a readable HDF5 file ({error}); check the path or fetch it again") from None
     with h5:
         try:
+            clouds = max_clouds()  # before the whole file is walked: that alone takes seconds for 100,000 groups
+            if len(h5) > clouds:
+                raise PipelineError(
+                    f"{path}: {len(h5):,} groups, more than the {clouds:,} point clouds one file may hold; if it is "
+                    "genuine, raise the limit with MNIST3D_MAX_CLOUDS"
+                )
             problem = outside_data(h5)
             if problem:
                 raise PipelineError(f"{path}: {problem}")
@@ -96,16 +163,16 @@ def outside_data(h5) -> str | None:
     """
     from h5py import h5d, h5l, h5o
 
+    most_links = LINKS_PER_CLOUD * max_clouds()
     kinds = {h5l.TYPE_SOFT: "a soft link", h5l.TYPE_EXTERNAL: "an external link (to another file)"}
     fix, visited, failed = "only data stored in the file is read, export it again", 0, []
 
     def visit(name: bytes, link) -> str | None:
         nonlocal visited
         visited += 1
-        if visited > MAX_H5_LINKS:
-            return f"more than {MAX_H5_LINKS:,} links; is it a 3D MNIST file?"
+        if visited > most_links:
+            return f"more than {most_links:,} links; is it a 3D MNIST file?"
         shown = name.decode("utf-8", "backslashreplace")
-        shown = shown if shown.isprintable() else repr(shown)
         if link.type != h5l.TYPE_HARD:
             return f"{shown} is {kinds.get(link.type, 'a user-defined link')}; {fix}"
         try:
@@ -134,7 +201,10 @@ def read_vectors(path: str | os.PathLike) -> dict[str, Split]:
         if missing:
             raise PipelineError(f"{path}: missing datasets {', '.join(missing)}; is this full_dataset_vectors.h5?")
         datasets = {s: (h5_dataset(h5, f"X_{s}", path.name), h5_dataset(h5, f"y_{s}", path.name)) for s in SPLITS}
-        splits = {s: Split(read_rows(x), read_rows(y)) for s, (x, y) in datasets.items()}
+        splits = {
+            s: Split(read_rows(x, name=f"{path} X_{s}"), read_rows(y, name=f"{path} y_{s}"))
+            for s, (x, y) in datasets.items()
+        }
     for name, split in splits.items():
         check_split(split.x, split.y, f"{path.name} {name}")
     return splits
@@ -152,8 +222,6 @@ def read_point_clouds(
 
     path = regular_file(path, "fetch the data again, or pass a 3D MNIST point-cloud file")
     with reading(path), open_h5(path) as h5:
-        if len(h5) > MAX_CLOUD_GROUPS:
-            raise PipelineError(f"{path}: {len(h5)} groups, more than {MAX_CLOUD_GROUPS}; is it a point-cloud file?")
         groups = dict(h5.items())
         total, labels, datasets = 0, [], []
         for i in range(len(groups)):
@@ -193,42 +261,9 @@ def read_point_clouds(
 
 
 def axis_major(dataset, dtype, name: str) -> np.ndarray:
-    """All of an (N, k) h5 dataset as a C-contiguous (k, N) array of `dtype` (values past its range become Inf).
-
-    Kaggle's clouds are gzip chunks of one column each. Inflating them here with zlib takes ~0.6x the CPU
-    of h5py's general read, and reading the 5,000 training clouds is the first thing every training run does.
-    Any other layout, or a chunk never written, goes through h5py.
-    """
-    plist = dataset.id.get_create_plist()
-    if dataset.chunks is not None and plist.get_nfilters() == 1 and plist.get_filter(0)[0] == DEFLATE:
-        try:
-            return _inflate_chunks(dataset, dtype, name)
-        except RuntimeError:  # a chunk that was never written: h5py fills it in
-            pass
+    """All of an (N, k) h5 dataset as a C-contiguous (k, N) array of `dtype` (values past its range become Inf)."""
     with np.errstate(over="ignore"):
-        return np.ascontiguousarray(np.asarray(dataset[()], dtype=dtype).T)
-
-
-def _inflate_chunks(dataset, dtype, name: str) -> np.ndarray:
-    (rows, columns), (chunk_rows, chunk_columns), stored = dataset.shape, dataset.chunks, dataset.dtype
-    chunk_bytes, read_chunk = chunk_rows * chunk_columns * stored.itemsize, dataset.id.read_direct_chunk
-    out = np.empty((columns, rows), dtype=dtype)
-    with np.errstate(over="ignore"):
-        for start in range(0, rows, chunk_rows):
-            for column in range(0, columns, chunk_columns):
-                skipped, raw = read_chunk((start, column))
-                # Never inflate past the chunk's size, whatever the stream holds (bit 0 set: stored uncompressed).
-                try:
-                    data = raw if skipped & 1 else zlib.decompressobj().decompress(raw, chunk_bytes)
-                except zlib.error:
-                    data = b""
-                if len(data) != chunk_bytes:
-                    raise PipelineError(f"{name}: a compressed chunk is damaged; fetch the file again")
-                block = np.frombuffer(data, stored).reshape(chunk_rows, chunk_columns)
-                out[column : column + chunk_columns, start : start + chunk_rows] = block[
-                    : rows - start, : columns - column
-                ].T
-    return out
+        return np.ascontiguousarray(read_rows(dataset, name=name).astype(dtype).T)
 
 
 def read_paired_clouds(
