@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "mnist3d", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "mnist3d", "stages", "data/local/README.md", ".dvc/config", ".dvcignore", ".gitignore"]
 STAGES = ("fetch", "preprocess", "train", "evaluate")
 # The notebook's recipe: the README's baseline command, `dvc exp run -S model=seed -S epochs=50 ...`.
 SEED_RECIPE = "model=seed epochs=50 preprocess.align=none train.augment=none train.label_smoothing=0"
@@ -133,7 +133,7 @@ def epoch_breakdown(project: Path) -> dict:
     with quiet_native_stderr():  # TensorFlow's C++ lines as it first touches the devices
         model = build_model(params["architectures"][params["model"]], input_shape=x.shape[1:])
         compile_from_params(model, train, batches.steps())
-    parts["pipeline"] = fastest(2, lambda: sum(1 for _ in batches.dataset()))
+    parts["pipeline"] = fastest(2, lambda: sum(1 for _ in batches.dataset().take(batches.steps())))
     epoch_y = np.concatenate([y[rows], fresh_labels])
     in_memory = make_dataset(np.concatenate([x[rows], fresh]), epoch_y, train["batch_size"]).cache()
     validation = make_dataset(x[val_rows], y[val_rows], train["batch_size"])

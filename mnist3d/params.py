@@ -144,6 +144,8 @@ SCHEMAS: dict[str, dict[str, Check]] = {
         "ema": _fraction(low_open=False),
         "flip_aligned": _boolean,
         "distribute": _one_of("none", "mirrored", "multi_worker"),
+        "threads": _int_up_to(1024, low=0),
+        "jit_compile": _boolean,
     },
     "evaluate": {
         "batch_size": BATCH,
@@ -156,8 +158,10 @@ SCHEMAS: dict[str, dict[str, Check]] = {
         "head": _one_of("flatten", "global_average"),
         "dense_units": _int_up_to(8192, low=0),
         "dropout": _fraction(low_open=False),
+        "pool_before_norm": _boolean,  # optional (OPTIONAL_KEYS): a block's max-pool before its BatchNorm and ReLU
     },
 }
+OPTIONAL_KEYS = {"pool_before_norm"}  # keys a preset may leave out (the seed preset has no BatchNorm to pool before)
 TOP_LEVEL: dict[str, Check] = {"epochs": _int_up_to(10_000), "model": _string}
 
 
@@ -214,6 +218,8 @@ def check_section(values: Any, schema: dict[str, Check], where: str) -> dict[str
 def _check_values(values: dict[str, Any], schema: dict[str, Check], prefix: str) -> None:
     """Every key of `schema` present in `values` and valid; `prefix` is how the keys are named (`train.`, or none)."""
     for key, check in schema.items():
+        if key not in values and key in OPTIONAL_KEYS:
+            continue
         if key not in values:
             raise PipelineError(f"params.yaml: {prefix}{key} is missing; add it (see docs/params.md)")
         problem = check(values[key])

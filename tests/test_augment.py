@@ -51,8 +51,8 @@ def test_rotated_copies_are_valid_seeded_vectors_distributed_as_the_exact_genera
     assert fast.mean() == pytest.approx(exact.mean(), rel=0.05)
 
 
-def collect(batches: EpochBatches):
-    grids, labels = zip(*batches(), strict=True)
+def collect(batches: EpochBatches, epoch: int = 0):
+    grids, labels = zip(*batches.batches_of(epoch), strict=True)
     return np.concatenate(grids), np.concatenate(labels)
 
 
@@ -72,11 +72,11 @@ def test_epoch_batches_cover_fixed_and_fresh_samples_once_repeat_by_seed_and_pre
     assert sorted(grids[fixed, 0, 0, 0, 0].tolist()) == list(range(10))
     assert sorted(labels[~fixed].argmax(axis=1).tolist()) == [1, 2, 3, 4]
     np.testing.assert_array_equal(labels[fixed].argmax(axis=1), grids[fixed, 0, 0, 0, 0].astype(int) % 10)
-    second, _ = collect(batches)
+    second, _ = collect(batches, 1)
     replay = EpochBatches(x, y, 4, seed=0, make_fresh=make_fresh, fresh_labels=fresh_labels)
     np.testing.assert_array_equal(collect(replay)[0], grids)
     assert not np.array_equal(second, grids)  # a new epoch: new fresh copies and order
-    # with `epochs` known, no epoch is prepared beyond the last
+    # with `epochs` known, no epoch is prepared beyond the last, and each epoch is made once
     prepared = []
 
     def counted_fresh(rng):
@@ -85,10 +85,14 @@ def test_epoch_batches_cover_fixed_and_fresh_samples_once_repeat_by_seed_and_pre
 
     x, fresh_labels = np.zeros((4, 16, 16, 16, 3), np.float32), np.array([0, 1])
     batches = EpochBatches(x, np.arange(4), 4, seed=0, make_fresh=counted_fresh, fresh_labels=fresh_labels, epochs=2)
-    for _ in range(2):
-        collect(batches)
-    assert batches._next is None and len(prepared) == 2  # epochs 0 and 1, not a third
-    assert len(collect(batches)[0]) == 6  # asked again anyway (Keras never does), it still serves an epoch
+    collect(batches, 0)
+    collect(batches, 0)  # asked for twice (a distribution strategy may look at a batch first): made once
+    collect(batches, 1)
+    assert len(prepared) == 2  # epochs 0 and 1, not a third
+    # the stream tf.data reads is every epoch in turn from the first, and ends after the last
+    streamed = EpochBatches(x, np.arange(4), 4, seed=0, make_fresh=counted_fresh, fresh_labels=fresh_labels, epochs=3)
+    assert [len(grids) for grids, _ in streamed()] == [4, 2] * 3
+    assert [len(grids) for grids, _ in streamed()] == [4, 2] * 3  # a second stream starts over
 
 
 def test_clouds_pack_into_float16_at_unit_extent_and_read_back_checked(clouds, tmp_path):
@@ -170,8 +174,10 @@ def test_cube_symmetries_turn_the_dataset_channels_and_predictions_are_averaged_
 
     model = build_model(TINY_ARCHITECTURE)
     grids = np.random.default_rng(2).random((4, 16, 16, 16, 3)).astype(np.float32)
-    np.testing.assert_allclose(predict_with_views(model, grids, 1, 8), model.predict(grids, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        predict_with_views(model, grids, 1, 8, "tiny"), model.predict(grids, verbose=0), atol=1e-6
+    )
     views = [model.predict(apply_symmetry(grids, r), verbose=0) for r in cube_rotations()[:4]]
-    averaged = predict_with_views(model, grids, 4, 8)
+    averaged = predict_with_views(model, grids, 4, 8, "tiny")
     np.testing.assert_allclose(averaged, np.mean(views, axis=0), atol=1e-6)
     np.testing.assert_allclose(averaged.sum(axis=1), 1.0, atol=1e-5)

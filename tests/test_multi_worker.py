@@ -35,7 +35,7 @@ x = rng.random((40, 16, 16, 16, 3)).astype(np.float32)
 y = np.repeat(np.arange(10), 4)
 params = {"seed": 1, "validation_split": 0.2, "augment": "none", "copies_per_epoch": 1, "batch_size": 8,
           "learning_rate": 0.001, "label_smoothing": 0.0, "schedule": "constant", "distribute": "mirrored",
-          "ema": 0.0, "flip_aligned": False}
+          "ema": 0.0, "flip_aligned": False, "threads": 0, "jit_compile": False}
 architecture = {"blocks": [[4]], "kernel_size": 3, "batch_norm": True, "head": "global_average",
                 "dense_units": 0, "dropout": 0.0}
 model, history, validation = fit(x, y, params, architecture, 1, None, {"colormap": "Oranges", "align": "none"})

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
 import numpy as np
 
-from mnist3d.errors import quiet_native_stderr
+from mnist3d.errors import PipelineError, quiet_native_stderr
 from mnist3d.io.processed import Clouds
 from mnist3d.metrics import evaluate_predictions
 from mnist3d.train.augment import fresh_copies
@@ -15,6 +16,28 @@ from mnist3d.train.batches import epoch_batches, make_dataset
 from mnist3d.train.optimiser import compile_from_params
 from mnist3d.train.replicas import distribution_strategy, share_batch_statistics
 from mnist3d.train.split import split_pairs
+
+
+def check_finite(model: Any, history: dict[str, list[float]], model_path: Any) -> None:
+    """Refuse a model whose training loss or weights stopped being finite, naming the epoch where the loss did."""
+    losses = history.get("loss", [])
+    broken = next((epoch for epoch, loss in enumerate(losses, start=1) if not math.isfinite(loss)), None)
+    fix = f"{model_path} was not written (one already there stays as it was): lower train.learning_rate"
+    if broken is not None:
+        raise PipelineError(f"the training loss stopped being finite in epoch {broken} ({losses[broken - 1]}); {fix}")
+    if not all(np.isfinite(weights).all() for weights in model.get_weights()):
+        raise PipelineError(f"training left weights that are NaN or Inf; {fix}")
+
+
+def stop_when_loss_not_finite(model: Any) -> Any:
+    """A callback that ends training after the first epoch whose loss is NaN or Inf: the rest could not recover."""
+    import keras
+
+    def check(epoch: int, logs: dict | None) -> None:
+        if not math.isfinite((logs or {}).get("loss", 0.0)):
+            model.stop_training = True
+
+    return keras.callbacks.LambdaCallback(on_epoch_end=check)
 
 
 def make_deterministic(seed: int) -> None:
@@ -69,8 +92,9 @@ def fit(
         batches.dataset(),
         validation_data=val_data,
         epochs=epochs,
+        steps_per_epoch=batches.steps(),  # the stream runs on across epochs: one iterator for the whole fit
         shuffle=False,  # EpochBatches shuffles each epoch itself; Keras would only warn that it can't
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, stop_when_loss_not_finite(model)],
         verbose=1 if sys.stdout.isatty() else 2,  # one line per epoch in logs
     )
     # Scored by a plain copy: a model made under multi_worker would wait for the other hosts to predict too.
