@@ -164,13 +164,18 @@ def assert_no_secret(folder: Path, output: str) -> set[str]:
     return {str(p.relative_to(folder)) for p in scanned}
 
 
-def error_line(result: subprocess.CompletedProcess, alone: bool = True) -> str:
-    """Assert exit 1, no traceback and one `error: ` line on stderr (with `alone`, nothing else there); return it."""
+FALLBACK = "error: unexpected "  # run_stage's last resort: a refusal must never come out through it
+
+
+def error_line(result: subprocess.CompletedProcess, alone: bool = True, fallback: bool = False) -> str:
+    """Assert exit 1, no traceback and one `error: ` line on stderr (with `alone`, nothing else there), which is a
+    refusal of its own and not the unexpected-error fallback (unless `fallback`); return it."""
     assert result.returncode == 1, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, result.stderr
     assert not alone or result.stderr.strip().splitlines() == errors, result.stderr
+    assert fallback == errors[0].startswith(FALLBACK), errors[0]
     return errors[0]
 
 
@@ -293,7 +298,7 @@ def tiny_synthetic(params: dict) -> None:
     params["train"]["batch_size"] = 16
 
 
-COPIED = ["dvc.yaml", "params.yaml", "mnist3d", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
+COPIED = ["dvc.yaml", "params.yaml", "mnist3d", "stages", "data/local/README.md", ".dvc/config", ".dvcignore", ".gitignore"]
 
 
 def dvc_env(extra: dict[str, str] | None = None) -> dict[str, str]:

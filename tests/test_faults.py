@@ -95,17 +95,25 @@ def test_a_stage_that_cannot_start_says_why_in_one_line_before_tensorflow(projec
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
-    """Real .keras files: a valid tiny model, one with a Lambda layer, and one that expects 6 channels."""
+    """Real .keras files: a valid tiny model, one with a Lambda layer, one that expects 6 channels, one saved without
+    what it was built with, one with NaN weights, and one for 12 classes."""
     import keras
 
-    from mnist3d.train.model import build_model
+    from mnist3d.train.model import BuiltWith, build_model, save_model
 
-    folder = tmp_path_factory.mktemp("models")
-    build_model(TINY_ARCHITECTURE).save(folder / "valid.keras")
-    build_model(TINY_ARCHITECTURE, input_shape=(16, 16, 16, 6)).save(folder / "six-channels.keras")
+    folder, plain = tmp_path_factory.mktemp("models"), BuiltWith("Oranges", "none", 1)
+    save_model(build_model(TINY_ARCHITECTURE), folder / "valid.keras", plain)
+    six = build_model(TINY_ARCHITECTURE, input_shape=(16, 16, 16, 6))
+    save_model(six, folder / "six-channels.keras", BuiltWith("Oranges", "axes", 1))
+    build_model(TINY_ARCHITECTURE).save(folder / "unrecorded.keras")
+    broken = build_model(TINY_ARCHITECTURE)
+    broken.set_weights([np.full_like(weights, np.nan) for weights in broken.get_weights()])
+    save_model(broken, folder / "nan-weights.keras", plain)
     inputs = keras.Input(shape=(16, 16, 16, 3))
     flat = keras.layers.Lambda(lambda x: keras.ops.mean(x, axis=(1, 2, 3)), output_shape=(3,), name="code")(inputs)
-    keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(flat)).save(folder / "lambda.keras")
+    save_model(keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(flat)), folder / "lambda.keras", plain)
+    twelve = keras.Model(inputs, keras.layers.Dense(12, activation="softmax")(keras.layers.Flatten()(inputs)))
+    save_model(twelve, folder / "twelve-classes.keras", plain)
     return {path.stem: path for path in folder.iterdir()}
 
 
@@ -137,11 +145,13 @@ def evaluate_with(project, model_bytes: bytes) -> subprocess.CompletedProcess:
 
 
 def test_evaluate_refuses_a_damaged_model_or_one_for_other_inputs(project, models):
-    """The stage's side of the in-process cases below: a damaged model, or one trained on 6-channel grids for these
-    3-channel ones, ends in one line and no metrics. Each line names its own cause, so neither can pass for the other."""
+    """The stage's side of the in-process cases below: a damaged model, one trained on 6-channel grids for these
+    3-channel ones, or one whose outputs are NaN, ends in one line and no metrics. Each line names its own cause, so
+    none can pass for another."""
     for kind, fragments in [
         ("truncated", ["models/model.keras is not a loadable Keras model", "dvc repro --force train"]),
         ("six-channels", ["models/model.keras expects grids of shape (16, 16, 16, 6)", "gives (16, 16, 16, 3)"]),
+        ("nan-weights", ["models/model.keras gives outputs that are NaN or Inf", "dvc repro --force train"]),
     ]:
         line = error_line(evaluate_with(project, damaged(models, kind)))
         assert all(fragment in line for fragment in fragments), line
@@ -158,6 +168,26 @@ def test_load_model_refuses_a_damaged_file(models, kind, tmp_path):
     message = str(refused.value)
     assert message.startswith(f"{path} is not a loadable Keras model ("), message
     assert message.endswith("); retrain with: dvc repro --force train"), message
+
+
+@pytest.mark.parametrize(
+    "kind, fragment",
+    [
+        ("unrecorded", "does not record the colormap, alignment and views its inputs were built with"),
+        ("twelve-classes", "outputs 12 classes, not the 10 digits"),
+        ("truncated", "is not a loadable Keras model (BadZipFile)"),
+    ],
+)
+def test_a_model_that_does_not_say_how_it_was_built_or_does_not_classify_digits_is_refused(models, kind, fragment):
+    from mnist3d.train.model import load_trained
+
+    path = models[kind] if kind in models else models["valid"].with_name(f"{kind}.keras")
+    if kind not in models:
+        path.write_bytes(damaged(models, kind))
+    with pytest.raises(PipelineError) as refused:
+        load_trained(path)
+    assert str(refused.value).startswith(f"{path} ") and fragment in str(refused.value), refused.value
+    assert str(refused.value).endswith("retrain it with: dvc repro --force train"), refused.value
 
 
 def test_load_model_refuses_a_lambda_layer_in_safe_mode(models):

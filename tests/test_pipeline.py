@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import pytest
 import yaml
 
@@ -98,8 +99,31 @@ def test_predict_scores_the_test_split_exactly_as_evaluate_does(repo, tmp_path):
     assert f"accuracy {accuracy:.4f} ({round(accuracy * 20)} of 20 correct)" in result.stdout, result.stdout
 
 
+def test_predict_follows_the_model_not_todays_params(repo, tmp_path):
+    """A model trained with another colormap and 4 views: predict agrees row by row with evaluate, even after
+    params.yaml goes back to Oranges and 1 view, and its header says that the file and the model disagree."""
+    dvc(repo, "exp", "run", "-S", "preprocess.colormap=viridis", "-S", "evaluate.tta_views=4")
+    trained = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(trained)
+    params["preprocess"]["colormap"], params["evaluate"]["tta_views"] = "Oranges", 1
+    try:
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        result = predict_cli(repo, "data/raw/full_dataset_vectors.h5", "--csv", tmp_path / "p.csv")
+    finally:
+        (repo / "params.yaml").write_text(trained)
+    assert result.returncode == 0, result.stderr
+    header = result.stdout.splitlines()[0]
+    assert (
+        "(colormap viridis, align axes, 4 view(s); params.yaml has colormap Oranges, tta_views 1, but the model's"
+        in header
+    )
+    with open(tmp_path / "p.csv", newline="") as handle:
+        predicted = [int(row["predicted"]) for row in csv.DictReader(handle)]
+    assert predicted == [row["predicted"] for row in json.loads((repo / "metrics/confusion.json").read_text())]
+
+
 def test_editing_the_modules_only_predict_imports_re_runs_no_stage(repo):
-    modules = [repo / "mnist3d" / name for name in ("formats.py", "ply.py", "predict.py", "__main__.py")]
+    modules = [repo / "mnist3d" / name for name in ("io/formats.py", "io/ply.py", "evaluate/predict.py", "__main__.py")]
     originals = [path.read_text() for path in modules]
     try:
         for path, text in zip(modules, originals, strict=True):
@@ -121,3 +145,40 @@ def test_the_same_data_from_another_path_re_runs_nothing_after_fetch(repo, tmp_p
         for stage in ("preprocess", "train", "evaluate", "plot"):
             assert f"Stage '{stage}' didn't change, skipping" in log, log
         assert str(folder) in (repo / "data" / "manifest.json").read_text()
+
+
+def test_params_no_stage_reads_re_run_nothing(repo):
+    """Stages depend on the keys they read: another architecture preset than `model`, or data.timeout (how long to
+    wait for Kaggle, not what comes), leave every stage as it was."""
+    original = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    assert params["model"] != "seed"
+    params["architectures"]["seed"]["dropout"] = 0.3
+    params["data"]["timeout"] = 5
+    try:
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        status = dvc(repo, "status", "--json")
+        assert json.loads(status.stdout) == {}, status.stdout
+        params["architectures"][params["model"]]["dropout"] = 0.3  # the selected preset does re-run train
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        assert set(json.loads(dvc(repo, "status", "--json").stdout)) == {"train"}  # and after it, what reads it
+    finally:
+        (repo / "params.yaml").write_text(original)
+
+
+def test_other_bytes_at_the_same_local_path_are_fetched_again(repo, tmp_path):
+    """With data.source local, DVC hashes what data.path names: a new copy at the same path re-runs fetch."""
+    folder = shutil.copytree(repo / "data" / "raw", tmp_path / "copy")
+    dvc(repo, "exp", "run", "-S", "data.source=local", "-S", f"data.path={folder}", "fetch")
+    assert json.loads(dvc(repo, "status", "--json", "fetch").stdout) == {}
+    vectors = folder / "full_dataset_vectors.h5"
+    before = hashlib.sha256(vectors.read_bytes()).hexdigest()
+    with h5py.File(vectors, "a") as h5:  # the same schema, other values: what a newer download would be
+        h5["X_test"][0] = h5["X_test"][1]
+    status = json.loads(dvc(repo, "status", "--json", "fetch").stdout)
+    assert "fetch" in status and str(folder) in json.dumps(status["fetch"]), status
+    log = dvc(repo, "repro", "fetch").stdout
+    assert "Running stage 'fetch'" in log, log
+    manifest = json.loads((repo / "data" / "manifest.json").read_text())
+    assert manifest["files"]["full_dataset_vectors.h5"]["sha256"] != before
+    assert json.loads(dvc(repo, "status", "--json", "fetch").stdout) == {}

@@ -9,8 +9,9 @@ import pytest
 
 from mnist3d.__main__ import main
 from mnist3d.data.voxels import digit_cloud, random_rotations, rotate_with_noise, voxelise
-from mnist3d.evaluate.predict import CSV_COLUMNS, read_samples
+from mnist3d.evaluate.predict import CSV_COLUMNS, vector_blocks
 from mnist3d.features.inputs import network_inputs
+from mnist3d.io.formats import read_input
 from mnist3d.io.schema import Split, write_vectors
 from mnist3d.params import load_section
 from tests.conftest import ROOT, TINY_ARCHITECTURE, error_line, predict_cli, tiny_split, written
@@ -26,10 +27,11 @@ def expected_probabilities(model, vectors):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    """A tiny untrained model for the current params' channels, its output layer scaled so rows differ clearly."""
+    """A tiny untrained model for the current params' channels, its output layer scaled so rows differ clearly, saved
+    with the params' preprocessing and one view."""
     import keras
 
-    from mnist3d.train.model import build_model
+    from mnist3d.train.model import BuiltWith, build_model, save_model
 
     keras.utils.set_random_seed(0)
     channels = network_inputs(tiny_split(1).x, PREPROCESS["colormap"], PREPROCESS["align"]).shape[-1]
@@ -38,7 +40,7 @@ def tiny_model(tmp_path_factory):
     kernel, bias = output.get_weights()
     output.set_weights([kernel * 40, bias])
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    model.save(path)
+    save_model(model, path, BuiltWith(PREPROCESS["colormap"], PREPROCESS["align"], 1))
     return path, keras.saving.load_model(path, safe_mode=True)
 
 
@@ -139,13 +141,15 @@ def test_point_cloud_files_are_voxelised_like_the_dataset_and_predicted_like_the
     binary = ply_header("binary_little_endian 1.0", len(cloud)).encode() + cloud.astype("<f8").tobytes()
     written(workdir.path / "binary.ply", binary)
     for name in ["cloud.npy", "cloud.txt", "cloud.csv", "cloud.ply", "binary.ply"]:
-        samples = read_samples(name)
-        np.testing.assert_array_equal(samples.vectors, expected[None], err_msg=name)
+        samples = read_input(name)
+        np.testing.assert_array_equal(np.concatenate(list(vector_blocks(samples, 8))), expected[None], err_msg=name)
         assert list(samples.index) == [0] and samples.labels is None
     # float32 vertices are voxelised as float32 values, not re-normalised: moving the cloud changes nothing
     floats = ply_header("binary_little_endian 1.0", len(cloud), "float").encode() + cloud.astype("<f4").tobytes()
     written(workdir.path / "float.ply", floats)
-    np.testing.assert_array_equal(read_samples("float.ply").vectors[0], voxelise(cloud.astype(np.float32)))
+    np.testing.assert_array_equal(
+        next(vector_blocks(read_input("float.ply"), 8))[0], voxelise(cloud.astype(np.float32))
+    )
     # a rotated cloud gives a different grid: the CLI does not undo rotations
     assert not np.array_equal(voxelise(cloud @ random_rotations(np.random.default_rng(1), 1)[0]), expected)
     # a point cloud, and a row of a grid batch, predict like the model on their grids
@@ -163,7 +167,7 @@ def test_voxel_grid_npy_in_every_shape_predicts_like_the_flat_vectors(workdir, t
     path, model = tiny_model
     flat = tiny_split(3, seed=9).x[: int(np.prod(shape)) // 4096]
     np.save(workdir.path / "grid.npy", flat.reshape(shape).astype(np.float32))
-    np.testing.assert_array_equal(read_samples("grid.npy").vectors, flat.astype(np.float32))
+    np.testing.assert_array_equal(read_input("grid.npy").vectors, flat.astype(np.float32))
     expected = expected_probabilities(model, flat.astype(np.float32))
     assert_rows_match(predicted(path, "grid.npy"), range(len(flat)), expected)
 
@@ -234,13 +238,20 @@ def test_malformed_inputs_end_in_one_error_line_and_no_csv(workdir, tiny_model, 
     assert not (workdir.path / "out.csv").exists()
 
 
-def test_params_that_change_the_channels_are_caught_against_the_model(workdir, tiny_model, capsys):
+def test_params_yaml_that_disagrees_with_the_model_is_named_and_the_model_followed(workdir, tiny_model, capsys):
+    """Another align and colormap in params.yaml than the model was built with: the same predictions as before, and
+    the header line says what differs."""
+    path, model = tiny_model
     current = workdir.params["preprocess"]["align"]
-    workdir.set("preprocess.align", "plane" if current == "none" else "none")
-    two_rows(workdir.path / "v.h5")
-    assert run_cli("v.h5", "--model", tiny_model[0]) == 1
-    err = capsys.readouterr().err
-    assert f"{tiny_model[0]} expects grids of shape (16, 16, 16, " in err and "set preprocess.align" in err
+    other = "plane" if current == "none" else "none"
+    workdir.set("preprocess.align", other)
+    workdir.set("preprocess.colormap", "viridis")
+    test = tiny_split(4, seed=3)
+    write_vectors(workdir.path / "v.h5", {"train": tiny_split(2), "test": test})
+    assert_rows_match(predicted(path, "v.h5"), range(4), expected_probabilities(model, test.x), test.y)
+    header = capsys.readouterr().out.splitlines()[0]
+    assert f"(colormap {PREPROCESS['colormap']}, align {current}, 1 view(s); params.yaml has colormap viridis" in header
+    assert f"align {other}, but the model's own are used)" in header
 
 
 def test_python_m_mnist3d_predict_refuses_a_bad_file_in_one_line(project):

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from mnist3d import NUM_CLASSES
 from mnist3d.data.voxels import voxelise_batch
 from mnist3d.errors import PipelineError
 from mnist3d.features.inputs import network_inputs
 from mnist3d.io.files import atomic_path, file_kind
 from mnist3d.io.formats import Samples, read_input
+from mnist3d.train.model import BuiltWith, load_trained
 
 DEFAULT_MODEL = Path("models/model.keras")
 TOP = 3  # classes shown per sample
@@ -27,12 +28,15 @@ CSV_COLUMNS = ["index", "predicted", *(f"top{k}{part}" for k in range(1, TOP + 1
 CSV_COLUMNS.append("actual")  # the label, where the input has one (a vectors or point-cloud .h5)
 
 
-def read_samples(path: str | os.PathLike, split: str = "test", row: int | None = None) -> Samples:
-    """Read and check an input (mnist3d.io.formats.read_input); point clouds are voxelised exactly as the dataset was."""
-    samples = read_input(path, split, row)
-    if samples.vectors is None:
-        samples.vectors = voxelise_batch(samples.clouds)
-    return samples
+def vector_blocks(samples: Samples, rows: int) -> Iterator[np.ndarray]:
+    """The samples as flat voxel vectors, `rows` at a time: point clouds are voxelised a block at a time, exactly as
+    the dataset was, so memory does not grow with the number of clouds."""
+    if samples.vectors is not None:
+        yield from (samples.vectors[start : start + rows] for start in range(0, len(samples.vectors), rows))
+    else:
+        yield from (
+            voxelise_batch(samples.clouds[start : start + rows]) for start in range(0, len(samples.clouds), rows)
+        )
 
 
 def check_csv_target(target: str | os.PathLike, protected: list[str | os.PathLike]) -> None:
@@ -49,6 +53,13 @@ def check_csv_target(target: str | os.PathLike, protected: list[str | os.PathLik
 
 
 # ---- predicting and formatting --------------------------------------------------------------------------------
+
+
+def params_disagree(params: dict, built: BuiltWith, params_path: str | os.PathLike) -> str:
+    """What params.yaml says that differs from what the model was built with, for the header line; "" if nothing."""
+    today = {**params["preprocess"], "tta_views": params["evaluate"]["tta_views"]}
+    differ = [f"{key} {today[key]}" for key in ("colormap", "align", "tta_views") if today[key] != getattr(built, key)]
+    return f"; {params_path} has {', '.join(differ)}, but the model's own are used" if differ else ""
 
 
 def top_classes(probabilities: np.ndarray, k: int = TOP) -> tuple[np.ndarray, np.ndarray]:
@@ -92,30 +103,28 @@ def predict_file(
     params_path: str | os.PathLike | None = None,
 ) -> list[str]:
     """Read, check and classify one input file; write the CSV if asked; return the lines to print."""
-    from mnist3d.params import PARAMS_FILE, load_section
-    from mnist3d.train.model import check_model_inputs, load_model
+    from mnist3d.evaluate.tta import block_rows, predict_blocks
+    from mnist3d.params import PARAMS_FILE, load_params
+    from mnist3d.runtime import prepare_tensorflow
 
     params_path = params_path or PARAMS_FILE
-    preprocess = load_section("preprocess", params_path)  # checks the whole file, as every stage does
+    params = load_params(params_path)  # checks the whole file, as every stage does
     if csv_path is not None:
         check_csv_target(csv_path, [path, model_path, DEFAULT_MODEL, params_path, PARAMS_FILE])
-    samples = read_samples(path, split, row)  # checked before the slow model load
-    model = load_model(model_path)
-    if model.output_shape[-1] != NUM_CLASSES:
-        raise PipelineError(f"{model_path} outputs {model.output_shape[-1]} classes, not {NUM_CLASSES}; retrain it")
-    # The same network_inputs as the preprocess stage, so the model sees what it was trained on.
-    x = network_inputs(samples.vectors, preprocess["colormap"], preprocess["align"])
-    check_model_inputs(
-        model,
-        model_path,
-        x.shape[1:],
-        f"params.yaml preprocess (align={preprocess['align']})",
-        "set preprocess.align to what the model was trained with, or retrain it",
+    samples = read_input(path, split, row)  # checked before the slow model load
+    prepare_tensorflow()
+    model, built = load_trained(model_path)
+    # The inputs the model was trained on, whatever params.yaml says today: the same network_inputs as preprocess,
+    # built and classified a block at a time.
+    batch_size = params["evaluate"]["batch_size"]
+    grid_blocks = (
+        network_inputs(vectors, built.colormap, built.align)
+        for vectors in vector_blocks(samples, block_rows(batch_size))
     )
-    probabilities = np.asarray(model.predict(x, batch_size=256, verbose=0))
+    probabilities = predict_blocks(model, grid_blocks, built.tta_views, batch_size, model_path)
     lines = [
-        f"predict: {samples.description} through {model_path} "
-        f"(colormap {preprocess['colormap']}, align {preprocess['align']})",
+        f"predict: {samples.description} through {model_path} (colormap {built.colormap}, align {built.align}, "
+        f"{built.tta_views} view(s){params_disagree(params, built, params_path)})",
         *format_lines(samples, probabilities),
     ]
     if csv_path is not None:

@@ -15,13 +15,18 @@ from mnist3d.parallel import one_ahead
 
 
 def network_inputs(vectors: np.ndarray, colormap: str, align: str) -> np.ndarray:
-    """Flat vectors (N, 4096) to float32 grids (N, 16, 16, 16, 3), or 6 channels with an aligned copy.
+    """Flat vectors (N, 4096) to float32 grids (N, 16, 16, 16, input_channels(align)): RGB, then the aligned copy's.
 
     `align` is none, plane or axes (see mnist3d.features.align.align_slabs).
     """
     if align == "none":
         return colour_grids([vectors], colormap)
     return colour_grids([vectors, align_slabs(vectors, align)], colormap)
+
+
+def input_channels(align: str) -> int:
+    """The channels network_inputs gives: RGB, and RGB again for the aligned copy unless `align` is none."""
+    return 3 if align == "none" else 6
 
 
 def network_input_blocks(vectors: np.ndarray, colormap: str, align: str, rows: int = 128) -> Iterator[np.ndarray]:
