@@ -298,7 +298,16 @@ def tiny_synthetic(params: dict) -> None:
     params["train"]["batch_size"] = 16
 
 
-COPIED = ["dvc.yaml", "params.yaml", "mnist3d", "stages", "data/local/README.md", ".dvc/config", ".dvcignore", ".gitignore"]
+COPIED = [
+    "dvc.yaml",
+    "params.yaml",
+    "mnist3d",
+    "stages",
+    "data/local/README.md",
+    ".dvc/config",
+    ".dvcignore",
+    ".gitignore",
+]
 
 
 def dvc_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -57,7 +57,8 @@ def test_both_recipes_run_through_dvc_and_the_report_holds_their_accuracy_walls_
     assert "train: 68 samples per epoch (68 fixed, augment=none)" in result.stdout  # seed: no fresh copies
     assert "train: 102 samples per epoch (68 fixed, augment=clouds)" in result.stdout  # default: 34 more
     report = out.read_text()
-    assert report.startswith("Data: tiny (80 train / 20 test vectors). Machine: ")
+    assert report.startswith(f"Command: `python benchmarks/benchmark.py --data {data} --out {out} --set=")
+    assert "\nData: tiny, 80 train / 20 test vectors.\nMachine: " in report and "tensorflow 2." in report
     rows = {cells[0]: cells for cells in (line.strip("| ").split(" | ") for line in report.splitlines())}
     walls = {}
     for name in ("seed", "default"):
@@ -75,7 +76,20 @@ def test_both_recipes_run_through_dvc_and_the_report_holds_their_accuracy_walls_
     assert float(ratio[1]) == pytest.approx(walls["default"] / walls["seed"], abs=0.01)
     # The default's epoch taken apart: its model (tiny, on six channels: align=axes) and its samples.
     flops = forward_flops(build_model(TINY_ARCHITECTURE, input_shape=(16, 16, 16, 6)))
-    assert f"(102 training samples, 12 validation; a forward pass is {flops / 1e6:.2f} MFLOP;" in report
-    for part in ("forward and backward compute", "fresh-copy maker", "input pipeline", "validation", "the epoch as"):
-        assert re.search(rf"^\| {part}.* \| -?\d+\.\d\d( \(\d+\.\d GFLOP/s, \d+ % of peak\))? \|$", report, re.M), part
+    assert (
+        f"(102 training samples, 34 of them fresh copies, 12 validation; a forward pass is {flops / 1e6:.2f} MFLOP;"
+        in report
+    )
+    parts = {}
+    for part in ("forward and backward compute", "fresh rotated copies", "batching", "validation", "callbacks"):
+        found = re.search(rf"^\| {part}.* \| (\d+\.\d\d)( \(\d+\.\d GFLOP/s, \d+ % of peak\))? \|$", report, re.M)
+        assert found, part
+        parts[part] = float(found[1])
+    rest = re.search(r"^\| the rest \| (-?\d+\.\d\d) \((-?\d+) % of the epoch\) \|$", report, re.M)
+    epoch = re.search(r"^\| \*\*the epoch as the train stage runs it\*\* \| \*\*(\d+\.\d\d)\*\* \|$", report, re.M)
+    assert float(rest[1]) == pytest.approx(float(epoch[1]) - sum(parts.values()), abs=0.03)  # the parts add up
+    faults = re.search(
+        r"Minor page faults per training step: ([\d,]+) in that epoch\. .* malloc ([\d,]+) faults", report
+    )
+    assert faults, report  # both allocators measured, in fresh processes
     assert re.search(r"TensorFlow import \d+\.\d\d s \(its first import here\), reading train.npz \d", report)
