@@ -44,7 +44,7 @@ def main() -> None:
                 f"{len(test.y)}); run: dvc repro evaluate"
             )
         plot_voxel_samples(test.x, test.y, colormap, folder / "samples.png")
-        plot_misclassified(test.x, actual, predicted, colormap, folder / "worst.png")
+        plot_misclassified(test.x, actual, predicted, colormap, folder / "misclassified.png")
     print(f"plot: wrote {', '.join(sorted(p.name for p in PLOTS.iterdir()))} to {PLOTS}/")
 
 

@@ -97,8 +97,8 @@ def test_plot_voxel_samples_and_misclassified_write_pngs(tmp_path):
     split = tiny_split(20, seed=2)
     predicted = split.y.copy()
     predicted[[1, 5, 6, 11]] = [7, 2, 7, 7]
-    plot_misclassified(split.x, split.y, predicted, "viridis", tmp_path / "worst.png")
-    width, height = png_size(tmp_path / "worst.png")
+    plot_misclassified(split.x, split.y, predicted, "viridis", tmp_path / "misclassified.png")
+    width, height = png_size(tmp_path / "misclassified.png")
     assert 600 <= width <= 2000 and 200 <= height <= 2500, (width, height)
     plot_misclassified(split.x, split.y, split.y, "viridis", tmp_path / "none.png")  # no mistakes
     assert png_size(tmp_path / "none.png")[0] > 0
@@ -129,7 +129,7 @@ def test_plot_stage_writes_every_picture_and_refuses_confusion_rows_of_another_t
     confusion.write_text(rows)
     result = project.run("plot", timeout=120)
     assert result.returncode == 0, result.stderr
-    names = ["accuracy.png", "confusion.png", "loss.png", "samples.png", "worst.png"]
+    names = ["accuracy.png", "confusion.png", "loss.png", "misclassified.png", "samples.png"]
     assert sorted(p.name for p in (project.path / "plots").iterdir()) == names
     for name in names:
         assert min(png_size(project.path / "plots" / name)) > 100, name

@@ -262,9 +262,10 @@ def test_python_m_mnist3d_predict_refuses_a_bad_file_in_one_line(project):
     assert error_line(bad).startswith("error: bad.npy: shape (2, 2, 2), expected a point cloud") and bad.stdout == ""
 
 
-@pytest.mark.parametrize("target", ["models/model.keras", "v.h5", "params.yaml", "pipe.csv", "out"])
+@pytest.mark.parametrize("target", ["models/model.keras", "v.h5", "params.yaml", "pipe.csv", "out", "v.h5/p.csv"])
 def test_csv_never_writes_over_the_model_the_input_params_or_a_non_regular_file(workdir, tiny_model, capsys, target):
-    """--csv naming the model, the input, params.yaml, a FIFO or a folder: one error line, and it is left as it was."""
+    """--csv naming the model, the input, params.yaml, a FIFO, a folder or a path through a file: one error line,
+    before any model loads, and everything is left as it was."""
     model_copy = workdir.path / "models" / "model.keras"
     model_copy.parent.mkdir()
     model_copy.write_bytes(tiny_model[0].read_bytes())
@@ -274,6 +275,9 @@ def test_csv_never_writes_over_the_model_the_input_params_or_a_non_regular_file(
     before = {p: (workdir.path / p).read_bytes() for p in ("models/model.keras", "v.h5", "params.yaml")}
     assert run_cli("v.h5", "--csv", target) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"error: --csv {target} ") and len(err.splitlines()) == 1, err
+    prefix = (
+        "error: v.h5/p.csv cannot be written: v.h5 is not a folder" if "/p.csv" in target else f"error: --csv {target} "
+    )
+    assert err.startswith(prefix) and len(err.splitlines()) == 1, err
     assert {p: (workdir.path / p).read_bytes() for p in before} == before
     assert stat.S_ISFIFO((workdir.path / "pipe.csv").stat().st_mode) and (workdir.path / "out").is_dir()

@@ -18,7 +18,7 @@ import numpy as np
 from mnist3d.data.voxels import voxelise_batch
 from mnist3d.errors import PipelineError
 from mnist3d.features.inputs import network_inputs
-from mnist3d.io.files import atomic_path, file_kind
+from mnist3d.io.files import atomic_path, check_writable, file_kind
 from mnist3d.io.formats import Samples, read_input
 from mnist3d.train.model import BuiltWith, load_trained
 
@@ -50,6 +50,7 @@ def check_csv_target(target: str | os.PathLike, protected: list[str | os.PathLik
     for path in protected:
         if kind == "file" and file_kind(path) == "file" and os.path.samefile(target, path):
             raise PipelineError(f"--csv {target} would write over {path}; name a separate .csv file")
+    check_writable(target)  # a file standing where one of its folders must be
 
 
 # ---- predicting and formatting --------------------------------------------------------------------------------

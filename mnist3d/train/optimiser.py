@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+COSINE_FLOOR = 0.01  # fixed, not a param: the cosine schedule ends at 1 % of train.learning_rate
+
 
 def compile_model(
     model: Any,
@@ -19,7 +21,9 @@ def compile_model(
     import keras
 
     if schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps, alpha=0.01)
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=total_steps, alpha=COSINE_FLOOR
+        )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate, use_ema=ema > 0, ema_momentum=ema or 0.99),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
