@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-PROJECT_FILES = [
+PROJECT_FILES = [  # what a copy of the pipeline needs: no data, outputs or tests (the tests' copies too)
     "dvc.yaml",
     "params.yaml",
     "mnist3d",
@@ -343,6 +343,7 @@ def main() -> None:
     parser.add_argument("--breakdown-only", action="store_true", help="only take a default epoch apart, no recipes")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a param for both recipes")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results.md"), help="where to write the report")
+    parser.add_argument("--keep", metavar="DIR", help="keep the scratch project, the default's outputs in it, here")
     args = parser.parse_args()
     data = None
     if args.data or args.source == "local":
@@ -353,6 +354,9 @@ def main() -> None:
         parser.error("--set takes KEY=VALUE, as dvc exp run -S does")
     command = "python benchmarks/benchmark.py " + " ".join(sys.argv[1:]).replace(str(ROOT) + "/", "")
     with tempfile.TemporaryDirectory(prefix="mnist3d-bench-") as scratch:
+        if args.keep:
+            scratch = Path(args.keep).expanduser().resolve()
+            scratch.mkdir(parents=True)  # a new folder: never one that holds something already
         project, runs = make_project(Path(scratch), data), {}
         epochs = {"seed": 50, "default": yaml.safe_load((ROOT / "params.yaml").read_text())["epochs"]}
         recipes = {"default": []} if args.breakdown_only else {"seed": SEED_RECIPE.split(), "default": []}

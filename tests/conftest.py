@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.update(TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.benchmark import PROJECT_FILES  # noqa: E402
 from mnist3d.io.schema import VECTORS_FILE, Split, write_vectors  # noqa: E402
 
 # The fuzzer's profiles: by default a few derandomized examples each, short and the same on every machine;
@@ -298,18 +299,6 @@ def tiny_synthetic(params: dict) -> None:
     params["train"]["batch_size"] = 16
 
 
-COPIED = [
-    "dvc.yaml",
-    "params.yaml",
-    "mnist3d",
-    "stages",
-    "data/local/README.md",
-    ".dvc/config",
-    ".dvcignore",
-    ".gitignore",
-]
-
-
 def dvc_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """A clean env whose PATH starts with this interpreter's bin, so stage commands and queue workers run its `python`."""
     venv_bin = str(Path(sys.executable).parent)
@@ -338,7 +327,7 @@ def reproduced_repo(folder: Path) -> Path:
     from tests.fake_kaggle import write_kaggle_json
 
     repo = folder / "repo"
-    for name in COPIED:
+    for name in PROJECT_FILES:  # what the benchmark copies: the pipeline, without data, outputs or tests
         source, target = ROOT / name, repo / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
