@@ -17,6 +17,7 @@ import numpy as np
 
 from mnist3d.data.voxels import voxelise_batch
 from mnist3d.errors import PipelineError
+from mnist3d.evaluate.tta import block_rows, predict_blocks
 from mnist3d.features.inputs import network_inputs
 from mnist3d.io.files import atomic_path, check_writable, file_kind
 from mnist3d.io.formats import Samples, read_input
@@ -104,7 +105,6 @@ def predict_file(
     params_path: str | os.PathLike | None = None,
 ) -> list[str]:
     """Read, check and classify one input file; write the CSV if asked; return the lines to print."""
-    from mnist3d.evaluate.tta import block_rows, predict_blocks
     from mnist3d.params import PARAMS_FILE, load_params
     from mnist3d.runtime import prepare_tensorflow
 
