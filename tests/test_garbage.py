@@ -145,7 +145,7 @@ def test_a_file_whose_size_lies_is_copied_only_up_to_the_limit(project, tmp_path
 
 
 def gzip_bomb(path, inflated: int):
-    """A vectors file whose X_test is one gzip chunk of 40 kB that inflates to `inflated` bytes of zeros."""
+    """A vectors file whose X_test is one gzip chunk, declared 320 kB, whose stream inflates to `inflated` bytes."""
     write_tiny_vectors(path, train=4, test=10)
     with h5py.File(path, "a") as h5:
         del h5["X_test"]
@@ -157,9 +157,9 @@ def gzip_bomb(path, inflated: int):
 
 
 def test_a_compressed_chunk_never_inflates_past_its_size(project, tmp_path):
-    """HDF5's gzip filter grows its buffer for as long as a stream goes on: 3 GB from 3 MB. The reader stops at the
-    chunk's size, in a 3 GB address space, and names the file."""
-    path = gzip_bomb(tmp_path / "v.h5", 3 << 30)
+    """HDF5's gzip filter grows its buffer for as long as a stream goes on (512 MB here, any size from a stream long
+    enough). The reader stops at the chunk's declared 320 kB and names the file, in a 3 GB address space."""
+    path = gzip_bomb(tmp_path / "v.h5", 512 << 20)
     result = predict_cli(project.path, path, preexec_fn=limit_memory, timeout=120)
     line = error_line(result)
     assert f"{path} X_test: a compressed chunk is damaged" in line, line
