@@ -335,6 +335,16 @@ def machine() -> str:
     )
 
 
+def figure_arguments(argv: list[str]) -> list[str]:
+    """The command line without --out and --keep, which say where files go and change no figure."""
+    kept, skip = [], False
+    for argument in argv:
+        if not skip and argument.split("=", 1)[0] not in ("--out", "--keep"):
+            kept.append(argument)
+        skip = argument in ("--out", "--keep")
+    return kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", choices=("synthetic", "local"), default="synthetic", help="default: synthetic")
@@ -352,7 +362,7 @@ def main() -> None:
             sys.exit(f"error: {data} not found; pass --data with a 3D MNIST zip, folder or vectors .h5")
     if not all("=" in setting for setting in args.set):
         parser.error("--set takes KEY=VALUE, as dvc exp run -S does")
-    command = "python benchmarks/benchmark.py " + " ".join(sys.argv[1:]).replace(str(ROOT) + "/", "")
+    command = "python benchmarks/benchmark.py " + " ".join(figure_arguments(sys.argv[1:])).replace(str(ROOT) + "/", "")
     with tempfile.TemporaryDirectory(prefix="mnist3d-bench-") as scratch:
         if args.keep:
             scratch = Path(args.keep).expanduser().resolve()

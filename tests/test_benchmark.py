@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.benchmark import forward_flops
+from benchmarks.benchmark import figure_arguments, forward_flops
 from mnist3d.data.synthetic import write_dataset
 from mnist3d.train.model import build_model
 from tests.conftest import ROOT, TINY_ARCHITECTURE, dvc_env, error_line, run_python
@@ -28,6 +28,11 @@ def test_forward_flops_counts_conv_and_dense_multiply_adds():
         16**3 * 27 * 3 * 32 + 8**3 * 27 * 32 * 64 + 4**3 * 27 * 64 * 128 + 2**3 * 27 * 128 * 256 + 256 * 128 + 128 * 10
     )
     assert forward_flops(build_model(seed)) == 2 * macs
+
+
+def test_the_recorded_command_drops_only_where_files_go():
+    argv = ["--source", "synthetic", "--keep", "/tmp/k", "--set", "epochs=2", "--out=r.md", "--set", "seed=1"]
+    assert figure_arguments(argv) == ["--source", "synthetic", "--set", "epochs=2", "--set", "seed=1"]
 
 
 def test_missing_data_is_one_error_line(tmp_path):
@@ -57,7 +62,7 @@ def test_both_recipes_run_through_dvc_and_the_report_holds_their_accuracy_walls_
     assert "train: 68 samples per epoch (68 fixed, augment=none)" in result.stdout  # seed: no fresh copies
     assert "train: 102 samples per epoch (68 fixed, augment=clouds)" in result.stdout  # default: 34 more
     report = out.read_text()
-    assert report.startswith(f"Command: `python benchmarks/benchmark.py --data {data} --out {out} --set=")
+    assert report.startswith(f"Command: `python benchmarks/benchmark.py --data {data} --set=")  # --out goes
     assert "\nData: tiny, 80 train / 20 test vectors.\nMachine: " in report and "tensorflow 2." in report
     rows = {cells[0]: cells for cells in (line.strip("| ").split(" | ") for line in report.splitlines())}
     walls = {}
