@@ -1,6 +1,8 @@
 """Time to accuracy: the notebook's recipe against the default params, each run by `dvc exp run`, in one run.
 
-    python benchmarks/benchmark.py --source synthetic     # offline: the README's figures (the default source)
+    python benchmarks/benchmark.py --source synthetic     # offline (the default source); the README's figures
+                                                          # add --set data.synthetic_train_digits=2000 and
+                                                          # --set data.synthetic_test_digits=500
     python benchmarks/benchmark.py --data 3d-mnist.zip    # any 3D MNIST zip, folder or full_dataset_vectors.h5
     python benchmarks/benchmark.py --quick                # an eighth of each recipe's epochs
     python benchmarks/benchmark.py --set epochs=20        # any param, for both recipes
