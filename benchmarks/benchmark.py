@@ -132,28 +132,21 @@ class EpochClock:
         self.marks: list[dict[str, tuple[float, int]]] = []
         clock = self
 
-        class Mark(keras.callbacks.Callback):
-            def __init__(self, name: str):
-                super().__init__()
-                self.name = name
-
+        class First(keras.callbacks.Callback):  # runs before the other callbacks of each hook
             def on_epoch_begin(self, epoch, logs=None):
-                if self.name == "first":
-                    clock.marks.append({"begin": clock.now()})
+                clock.marks.append({"begin": clock.now()})
 
             def on_test_begin(self, logs=None):
-                if self.name == "first":
-                    clock.marks[-1]["validation"] = clock.now()
+                clock.marks[-1]["validation"] = clock.now()
 
             def on_test_end(self, logs=None):
-                if self.name == "first":
-                    clock.marks[-1]["callbacks"] = clock.now()
+                clock.marks[-1]["callbacks"] = clock.now()
 
+        class Last(keras.callbacks.Callback):  # runs after them: the epoch ends when the last callback is done
             def on_epoch_end(self, epoch, logs=None):
-                if self.name == "last":
-                    clock.marks[-1]["end"] = clock.now()
+                clock.marks[-1]["end"] = clock.now()
 
-        self.first, self.last = Mark("first"), Mark("last")
+        self.first, self.last = First(), Last()
 
     @staticmethod
     def now() -> tuple[float, int]:
@@ -237,11 +230,12 @@ def epoch_breakdown(project: Path) -> dict:
 ALLOCATOR_PROBE = """
 import resource, sys, time
 sys.path.insert(0, sys.argv[1])
-from mnist3d.runtime import prepare_tensorflow
-prepare_tensorflow()
-import numpy as np, keras, yaml
-from mnist3d.train.model import build_model
+import yaml
 params = yaml.safe_load(open(sys.argv[2]))
+from mnist3d.runtime import prepare_tensorflow
+prepare_tensorflow(params["train"]["threads"])  # as the train stage and the epoch taken apart do
+import numpy as np, keras
+from mnist3d.train.model import build_model
 model = build_model(params["architectures"][params["model"]], input_shape=tuple(int(n) for n in sys.argv[3:]))
 model.compile(optimizer="adam", loss="categorical_crossentropy")
 batch = params["train"]["batch_size"]
